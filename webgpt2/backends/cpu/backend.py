@@ -1,0 +1,227 @@
+"""NumPy implementation of the backend interface, float32 throughout.
+
+This is also the reference every other backend is checked against, so it favours plain,
+obviously-correct NumPy; where speed matters (decode is bound by streaming the weights) it
+avoids temporaries: weights are stored contiguous in the layout BLAS reads fastest, and
+bias, GELU and residual are applied in place on the matmul's output.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from webgpt2.backends.base import Backend, HostTensor
+
+_NP_DTYPES = {
+    "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
+    "int32": np.dtype("<i4"),
+}
+_SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
+
+
+def host_to_numpy(host: HostTensor) -> np.ndarray:
+    """A float32 (or int32) ndarray of a HostTensor's values; bfloat16 is widened exactly."""
+    if host.dtype == "bfloat16":
+        raw = np.frombuffer(host.data, dtype="<u2").astype(np.uint32) << 16
+        return raw.view(np.float32).reshape(host.shape)
+    array = np.frombuffer(host.data, dtype=_NP_DTYPES[host.dtype]).reshape(host.shape)
+    if host.dtype == "float16":
+        return array.astype(np.float32)
+    return array
+
+
+def gelu_(x: np.ndarray) -> np.ndarray:
+    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3)))."""
+    inner = x * x
+    inner *= np.float32(0.044715)
+    inner += np.float32(1.0)
+    inner *= x
+    inner *= _SQRT_2_OVER_PI
+    np.tanh(inner, out=inner)
+    inner += np.float32(1.0)
+    x *= inner
+    x *= np.float32(0.5)
+    return x
+
+
+class CPUBackend(Backend):
+    """NumPy on the CPU (float32). Under Pyodide the same class is the `wasm` backend.
+
+    Example:
+        >>> from webgpt2.backends.cpu import CPUBackend
+        >>> b = CPUBackend()
+        >>> b.argmax(b.tensor([[0.1, 3.0, 2.0]], "float32"))
+        [1]
+    """
+
+    def __init__(self) -> None:
+        self.name = "wasm" if sys.platform == "emscripten" else "cpu"
+
+    # ---- host <-> backend -------------------------------------------------------------
+    def upload(self, host: HostTensor, layout: str = "plain", dtype: str | None = None) -> Any:
+        if layout not in ("plain", "linear", "embedding"):
+            raise ValueError(f"layout {layout!r}; expected 'plain', 'linear' or 'embedding'")
+        if dtype not in (None, "float32"):
+            raise ValueError(f"the {self.name} backend stores weights as float32, not {dtype!r}")
+        array = host_to_numpy(host)
+        # A private, writable, contiguous copy: the source may be a memory-mapped file.
+        return np.array(array, dtype=array.dtype if host.dtype == "int32" else np.float32,
+                        order="C", copy=True)
+
+    def tensor(self, values: Any, dtype: str) -> Any:
+        if dtype not in _NP_DTYPES:
+            raise ValueError(f"dtype {dtype!r}; expected one of {sorted(_NP_DTYPES)}")
+        if dtype == "float16":
+            dtype = "float32"
+        return np.array(values, dtype=_NP_DTYPES[dtype])
+
+    def to_list(self, x: Any) -> list:
+        return np.asarray(x).tolist()
+
+    def shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(np.shape(x))
+
+    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
+        return np.zeros(tuple(shape), dtype=_NP_DTYPES[dtype])
+
+    # ---- model operations -------------------------------------------------------------
+    def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
+                  start_position: int) -> Any:
+        ids = np.asarray(token_ids)
+        vocabulary_size = token_table.shape[0]
+        if ids.size and (ids.min() < 0 or ids.max() >= vocabulary_size):
+            bad = int(ids[(ids < 0) | (ids >= vocabulary_size)][0])
+            raise ValueError(
+                f"token id {bad} is outside the vocabulary; expected 0 <= id < {vocabulary_size}"
+            )
+        seq_len = ids.shape[1]
+        hidden = token_table[ids]  # [B, S, H], a fresh array
+        hidden += position_table[start_position:start_position + seq_len]
+        return hidden
+
+    def layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
+        mean = x.mean(axis=-1, keepdims=True)
+        centered = x - mean
+        variance = np.mean(np.square(centered), axis=-1, keepdims=True)
+        centered *= (1.0 / np.sqrt(variance + np.float32(epsilon))).astype(np.float32)
+        centered *= gamma
+        centered += beta
+        return centered
+
+    def linear(self, x: Any, weight: Any, bias: Any | None = None,
+               activation: str | None = None, residual: Any | None = None) -> Any:
+        if activation not in (None, "gelu"):
+            raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
+        y = np.matmul(x, weight)
+        if bias is not None:
+            y += bias
+        if activation == "gelu":
+            gelu_(y)
+        if residual is not None:
+            y += residual
+        return y
+
+    def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
+                         cache_update_index: int, num_heads: int) -> Any:
+        batch, seq_len, three_hidden = qkv.shape
+        hidden = three_hidden // 3
+        head_dim = hidden // num_heads
+        end = cache_update_index + seq_len
+        q, k, v = (qkv[..., i * hidden:(i + 1) * hidden].reshape(batch, seq_len, num_heads,
+                                                                   head_dim) for i in range(3))
+        cache[:, layer_index, 0, cache_update_index:end] = k
+        cache[:, layer_index, 1, cache_update_index:end] = v
+        keys = cache[:, layer_index, 0, :end].transpose(0, 2, 3, 1)  # [B, nh, hd, end]
+        values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)  # [B, nh, end, hd]
+        queries = q.transpose(0, 2, 1, 3)  # [B, nh, S, hd]
+        scores = np.matmul(queries, keys)  # [B, nh, S, end]
+        scores *= np.float32(1.0 / math.sqrt(head_dim))
+        if seq_len > 1:
+            # query i sits at absolute position cache_update_index + i
+            query_pos = np.arange(cache_update_index, end)[:, None]
+            key_pos = np.arange(end)[None, :]
+            scores[..., key_pos > query_pos] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        out = np.matmul(scores, values)  # [B, nh, S, hd]
+        return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, seq_len, hidden)
+
+    def select_position(self, x: Any, index: int) -> Any:
+        return x[:, index:index + 1, :]
+
+    def reverse_embedding(self, x: Any, token_table: Any) -> Any:
+        return np.matmul(x, token_table.T)
+
+    # ---- sampling primitives ----------------------------------------------------------
+    @staticmethod
+    def _rows(logits: Any) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float32)
+        return logits.reshape(logits.shape[0], logits.shape[-1])
+
+    def argmax(self, logits: Any) -> list[int]:
+        return [int(i) for i in np.argmax(self._rows(logits), axis=-1)]
+
+    def sample(self, logits: Any, uniforms: Sequence[float], temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0) -> list[int]:
+        rows = self._rows(logits)
+        if len(uniforms) != rows.shape[0]:
+            raise ValueError(f"{len(uniforms)} uniform numbers for {rows.shape[0]} rows")
+        out = []
+        for row, u in zip(rows, uniforms):
+            scores = row / np.float32(temperature)
+            keep = filter_top_k_top_p(scores, top_k, top_p)
+            probs = np.where(keep, np.exp(scores - scores[keep].max()), np.float32(0.0))
+            cumulative = np.cumsum(probs, dtype=np.float64)
+            index = int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+            # Guard the float edge (u * total == total): the last kept id.
+            out.append(min(index, int(np.flatnonzero(keep)[-1])))
+        return out
+
+    def token_log_probs(self, logits: Any, target_ids: Any) -> list[list[float]]:
+        logits = np.asarray(logits, dtype=np.float32)
+        targets = np.asarray(target_ids, dtype=np.int64)
+        peak = logits.max(axis=-1, keepdims=True)
+        log_norm = np.log(np.exp(logits - peak).sum(axis=-1, keepdims=True)) + peak
+        picked = np.take_along_axis(logits, targets[..., None], axis=-1)
+        return (picked - log_norm)[..., 0].tolist()
+
+    def describe(self) -> dict:
+        info: dict = {"name": self.name, "numpy": np.__version__}
+        try:
+            from threadpoolctl import threadpool_info
+
+            info["blas"] = [
+                {k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+                for p in threadpool_info()
+                if p.get("user_api") == "blas"
+            ]
+        except ImportError:
+            pass
+        return info
+
+
+def filter_top_k_top_p(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Boolean mask of the logits that transformers' TopK then TopP warpers keep."""
+    keep = np.ones(scores.shape, dtype=bool)
+    if top_k and top_k < scores.shape[-1]:
+        kth = np.partition(scores, -top_k)[-top_k]
+        keep &= scores >= kth
+    if top_p < 1.0:
+        masked = np.where(keep, scores, -np.inf)
+        order = np.argsort(masked, kind="stable")  # ascending, as transformers sorts
+        sorted_scores = masked[order]
+        probs = np.exp(sorted_scores - sorted_scores[-1])
+        probs /= probs.sum()
+        cumulative = np.cumsum(probs)
+        remove_sorted = cumulative <= (1.0 - top_p)
+        remove_sorted[-1] = False  # min_tokens_to_keep = 1
+        remove = np.empty_like(remove_sorted)
+        remove[order] = remove_sorted
+        keep &= ~remove
+    return keep

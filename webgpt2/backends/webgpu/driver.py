@@ -1,0 +1,102 @@
+"""The device driver boundary of the `webgpu` backend.
+
+The backend (kernels, buffers, the order of dispatches) is written once against this small
+surface. Two drivers implement it: `NativeDriver` on wgpu-py (Vulkan, Metal, D3D12, or
+lavapipe on a CPU) and `BrowserDriver` on the page's `navigator.gpu` through Pyodide's JS
+FFI, where `pyodide.ffi.run_sync` (JSPI) turns each GPU promise into a plain call. Every
+method is synchronous so the backend code is the same in both places.
+
+The surface mirrors the WebGPU spec's names (buffers, compute pipelines with automatic
+layouts, bind groups, one command encoder per submission), so that the spec is its
+documentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+class DriverError(RuntimeError):
+    """The device failed: no adapter, a lost device, a limit too small, or a bad shader."""
+
+
+class ShaderError(DriverError):
+    """A WGSL module failed to compile or a pipeline failed to build."""
+
+
+# Buffer usages, as the backend asks for them. Each driver maps them to its flags:
+#   "storage":  STORAGE | COPY_SRC | COPY_DST   (weights, activations, the KV cache)
+#   "uniform":  UNIFORM | COPY_DST              (small per-dispatch parameters)
+#   "readback": MAP_READ | COPY_DST             (staging for reads to the host)
+BUFFER_USAGES = ("storage", "uniform", "readback")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One entry of a bind group: binding index, buffer, byte offset and size (None = rest)."""
+
+    binding: int
+    buffer: Any
+    offset: int = 0
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """One compute dispatch: a pipeline, its group-0 bindings and a workgroup count."""
+
+    pipeline: Any
+    bindings: Sequence[Binding]
+    workgroups: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A buffer-to-buffer copy recorded in the same command buffer as the dispatches."""
+
+    source: Any
+    source_offset: int
+    destination: Any
+    destination_offset: int
+    size: int
+
+
+@dataclass
+class AdapterInfo:
+    """What the driver runs on, for `webgpt2 info` and for choosing kernel variants."""
+
+    name: str
+    backend_type: str
+    driver: str  # "native" or "browser"
+    limits: dict[str, int] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()
+
+
+class Driver:
+    """Abstract driver; see the module docstring."""
+
+    info: AdapterInfo
+
+    def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
+        """A zero-initialised buffer of `size` bytes (a multiple of 4)."""
+        raise NotImplementedError
+
+    def write_buffer(self, buffer: Any, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Queue a host-to-buffer copy; it lands before the next submission's work."""
+        raise NotImplementedError
+
+    def read_buffer(self, buffer: Any, offset: int, size: int) -> bytes:
+        """Wait for all submitted work, then copy `size` bytes back to the host."""
+        raise NotImplementedError
+
+    def create_pipeline(self, wgsl: str, entry_point: str, label: str = "") -> Any:
+        """A compute pipeline with an automatic layout. Raises ShaderError naming `label`."""
+        raise NotImplementedError
+
+    def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
+        """Encode `commands` in order into one command buffer and submit it once."""
+        raise NotImplementedError
+
+    def destroy_buffer(self, buffer: Any) -> None:
+        raise NotImplementedError
