@@ -1,0 +1,66 @@
+"""The base of every layer: a backend, named weights, and loading them from a checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from webgpt2.backends import Backend, HostTensor, get_backend
+
+
+class Layer:
+    """A layer owns backend tensors named like the Hugging Face checkpoint's.
+
+    Subclasses list their weights in `weight_specs()` as name -> (shape, layout) and
+    sub-layers in `children()`; `load_weights` walks both, checking every shape.
+    """
+
+    def __init__(self, backend: Backend | str | None = None) -> None:
+        self.backend = get_backend(backend)
+        self._weights: dict[str, Any] = {}
+
+    def weight_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return {}
+
+    def children(self) -> dict[str, "Layer"]:
+        return {}
+
+    @property
+    def built(self) -> bool:
+        return all(n in self._weights for n in self.weight_specs()) and all(
+            c.built for c in self.children().values()
+        )
+
+    def weight(self, name: str) -> Any:
+        try:
+            return self._weights[name]
+        except KeyError:
+            raise RuntimeError(
+                f"{type(self).__name__} has no weights loaded ({name!r} is missing); "
+                "load a checkpoint with from_pretrained/from_preset or call load_weights"
+            ) from None
+
+    def expected_weights(self, prefix: str = "") -> dict[str, tuple[int, ...]]:
+        """Every weight this layer and its children need, by full name, with its shape."""
+        shapes = {prefix + n: shape for n, (shape, _) in self.weight_specs().items()}
+        for child_name, child in self.children().items():
+            shapes.update(child.expected_weights(f"{prefix}{child_name}."))
+        return shapes
+
+    def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
+                     dtype: str | None = None) -> None:
+        """Upload this layer's weights (named `prefix + name`) to its backend."""
+        for name, (shape, layout) in self.weight_specs().items():
+            full = prefix + name
+            if full not in weights:
+                raise ValueError(f"weight {full!r} is missing from the checkpoint")
+            host = weights[full]
+            if tuple(host.shape) != tuple(shape):
+                raise ValueError(
+                    f"weight {full!r} has shape {tuple(host.shape)}; expected {tuple(shape)}"
+                )
+            # Vectors (biases, norms) stay float32: they are tiny and precision-sensitive.
+            self._weights[name] = self.backend.upload(
+                host, layout, dtype if layout != "plain" else None
+            )
+        for child_name, child in self.children().items():
+            child.load_weights(weights, f"{prefix}{child_name}.", dtype)

@@ -1,0 +1,1 @@
+"""Models built from webgpt2's layers."""
