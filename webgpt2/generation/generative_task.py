@@ -13,8 +13,9 @@ sampler runs on the backend).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from webgpt2.generation.samplers import Sampler, get_sampler
 
@@ -94,6 +95,7 @@ class GenerativeTask:
         """
         if end_token_id is not None:
             stop_token_ids = [end_token_id]
+        _check_max_new_tokens(max_new_tokens)
         state = self._state_from_packed(inputs, max_new_tokens)
         for _ in self._decode(state, stop_token_ids, get_sampler(sampler), seed):
             pass
@@ -105,6 +107,7 @@ class GenerativeTask:
              streaming: bool, **unexpected: Any) -> Iterator[tuple[str, Any]]:
         if unexpected:
             raise TypeError(f"unexpected generate options: {sorted(unexpected)}")
+        _check_max_new_tokens(max_new_tokens)
         sampler = get_sampler(sampler)
         single = isinstance(inputs, str)
         is_dict = isinstance(inputs, dict)
@@ -127,7 +130,7 @@ class GenerativeTask:
             if detokenizer is not None and not forced[0]:
                 if stop_token_ids and tokens[0] in stop_token_ids:
                     continue
-                text = detokenizer.push(tokens[0])
+                text = detokenizer.put(tokens[0])
                 if text:
                     yield "text", text
         if detokenizer is not None:
@@ -279,9 +282,6 @@ class GenerativeTask:
 
     def _state(self, token_ids: list[list[int]], mask: list[list[bool]],
                max_new_tokens: int | None) -> GenerationState:
-        if max_new_tokens is not None and (not isinstance(max_new_tokens, int)
-                                           or max_new_tokens < 0):
-            raise ValueError(f"max_new_tokens is {max_new_tokens!r}; expected an integer >= 0")
         max_length = len(token_ids[0])
         lengths = []
         for row in mask:
@@ -293,3 +293,8 @@ class GenerativeTask:
         ends = [max_length if max_new_tokens is None else min(max_length, n + max_new_tokens)
                 for n in lengths]
         return GenerationState(token_ids, mask, lengths, ends)
+
+
+def _check_max_new_tokens(max_new_tokens: int | None) -> None:
+    if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 0):
+        raise ValueError(f"max_new_tokens is {max_new_tokens!r}; expected an integer >= 0")

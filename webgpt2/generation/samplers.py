@@ -10,7 +10,8 @@ prompt generated in a batch gets the tokens it would get alone.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from webgpt2.backends import Backend
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 from array import array
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from webgpt2.backends import Backend, HostTensor
 from webgpt2.layers import Layer, LayerNorm, PositionEmbedding, TokenEmbedding, TransformerDecoder

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from webgpt2.backends import Backend
 from webgpt2.generation.generative_task import GenerativeTask
@@ -51,7 +52,7 @@ class GPT2CausalLM(GenerativeTask):
     def from_pretrained(cls, source: str | os.PathLike, *, backend: Backend | str | None = None,
                         dtype: str | None = None, revision: str = "main",
                         cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                        sequence_length: int | None = None) -> "GPT2CausalLM":
+                        sequence_length: int | None = None) -> GPT2CausalLM:
         """Load a Hugging Face GPT-2 checkpoint: a local folder, a hub id
         (`openai-community/gpt2`) or the URL of a folder.
 
@@ -84,7 +85,7 @@ class GPT2CausalLM(GenerativeTask):
         return cls(backbone, preprocessor)
 
     @classmethod
-    def from_preset(cls, preset: str, **kwargs: Any) -> "GPT2CausalLM":
+    def from_preset(cls, preset: str, **kwargs: Any) -> GPT2CausalLM:
         """Load a named preset: `gpt2_shakespeare_en` (shipped in the package),
         `gpt2_base_en`, `gpt2_medium_en`, `gpt2_large_en`, `gpt2_extra_large_en` (from the
         Hugging Face hub). Takes the options of `from_pretrained`."""

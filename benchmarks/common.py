@@ -1,0 +1,42 @@
+"""Shared pieces of the benchmarks: the GPT-2 124M checkpoint written by transformers,
+medians of interleaved runs, and memory readings."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+GPT2_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
+
+
+def checkpoint(name: str = "gpt2-124m", config: dict | None = None, seed: int = 0) -> Path:
+    """A transformers-written GPT-2 checkpoint (the real config's names and shapes), cached
+    under .cache/bench/. The weights are random: speed does not depend on their values."""
+    from conftest import write_hf_checkpoint
+
+    directory = ROOT / ".cache" / "bench" / name
+    if not (directory / "model.safetensors").exists():
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        write_hf_checkpoint(directory, config or GPT2_124M, seed)
+    return directory
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def threads() -> int:
+    return int(os.environ.get("WEBGPT2_BENCH_THREADS", os.cpu_count() or 1))

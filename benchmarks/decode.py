@@ -1,0 +1,171 @@
+"""Decode and prefill speed of webgpt2's cpu backend beside transformers, on GPT-2 124M.
+
+    python benchmarks/decode.py [--rounds 3] [--new-tokens 128]
+
+Prints, measured side by side in one run (A B A B ..., medians, since this VM's memory
+bandwidth drifts): webgpt2 cpu prefill (32 tokens) and decode ms/token, transformers'
+(torch, same thread count) prefill and decode ms/token, their ratio; the weight-streaming
+floor (one 1-row matmul over every weight matrix: the least any float32 implementation
+spends per token) and the ratio to it; 512-token prefill for both; and webgpt2's peak
+memory (in a child process) against the weights plus the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+from common import checkpoint, median, peak_rss_bytes, threads
+
+
+def webgpt2_runner(folder, backend="cpu"):
+    from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
+
+    lm = GPT2CausalLM.from_pretrained(folder, backend=backend, progress=False)
+    b = lm.backend
+
+    def prefill(prompt, cache_length):
+        hidden, cache = lm.build_cache([prompt], cache_length=cache_length)
+        logits = lm.project(b.select_position(hidden, len(prompt) - 1))
+        return b.argmax(logits)[0], cache
+
+    def run(prompt, new_tokens):
+        t0 = time.perf_counter()
+        token, cache = prefill(prompt, len(prompt) + new_tokens)
+        t1 = time.perf_counter()
+        tokens = [token]
+        for i in range(len(prompt), len(prompt) + new_tokens - 1):
+            logits, _, cache = lm.call_with_cache([[token]], cache, i)
+            token = b.argmax(logits)[0]
+            tokens.append(token)
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / (new_tokens - 1), tokens
+
+    return lm, run
+
+
+def transformers_runner(folder):
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    torch.set_num_threads(threads())
+    model = GPT2LMHeadModel.from_pretrained(folder).eval()
+
+    @torch.no_grad()
+    def run(prompt, new_tokens):
+        t0 = time.perf_counter()
+        out = model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+        token = int(out.logits[0, -1].argmax())
+        past = out.past_key_values
+        t1 = time.perf_counter()
+        tokens = [token]
+        for _ in range(new_tokens - 1):
+            out = model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+            tokens.append(token)
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / (new_tokens - 1), tokens
+
+    return run
+
+
+def streaming_floor_ms(lm) -> float:
+    """One 1-row matmul over every weight matrix the decode step reads (float32)."""
+    bb = lm.backbone
+    matrices = [bb.token_embedding.weights.T]
+    for block in bb.transformer_layers:
+        for dense in (block.attn.c_attn, block.attn.c_proj, block.mlp_c_fc, block.mlp_c_proj):
+            matrices.append(dense.weight("weight"))
+    rows = [np.ones((1, m.shape[0]), np.float32) for m in matrices]
+    t0 = time.perf_counter()
+    for row, m in zip(rows, matrices):
+        np.matmul(row, m)
+    return (time.perf_counter() - t0) * 1e3
+
+
+def memory_child(folder: str, prompt_len: int, new_tokens: int) -> None:
+    base = peak_rss_bytes()
+    lm, run = webgpt2_runner(folder)
+    run(list(range(100, 100 + prompt_len)), new_tokens)
+    bb = lm.backbone
+    weights = sum(int(np.asarray(w).nbytes) for w in _all_weights(bb))
+    cache = bb.num_layers * 2 * (prompt_len + new_tokens) * bb.hidden_dim * 4
+    print(json.dumps({"peak": peak_rss_bytes(), "base": base, "weights": weights,
+                      "cache": cache}))
+
+
+def _all_weights(layer):
+    yield from layer._weights.values()
+    for child in layer.children().values():
+        yield from _all_weights(child)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--long-prompt", type=int, default=512)
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.prompt_tokens, args.new_tokens)
+        return
+
+    folder = checkpoint()
+    prompt = list(range(1000, 1000 + args.prompt_tokens))
+    long_prompt = [(i * 7919) % 50000 for i in range(args.long_prompt)]
+    lm, ours = webgpt2_runner(folder)
+    theirs = transformers_runner(folder)
+    print(f"GPT-2 124M (12 layers, 768 wide, 50257 vocab), batch 1, {args.prompt_tokens}-token "
+          f"prompt, {args.new_tokens} new tokens, {threads()} threads, {args.rounds} rounds "
+          "interleaved")
+    # Warm both (first calls allocate, fault in pages and spin up thread pools).
+    ours(prompt, 8)
+    theirs(prompt, 8)
+    results = {k: [] for k in ("ours_prefill", "ours_decode", "theirs_prefill", "theirs_decode",
+                               "floor", "ours_long", "theirs_long")}
+    same_tokens = True
+    for _ in range(args.rounds):
+        results["floor"].append(streaming_floor_ms(lm))
+        p, d, a = ours(prompt, args.new_tokens)
+        results["ours_prefill"].append(p)
+        results["ours_decode"].append(d)
+        p, d, b = theirs(prompt, args.new_tokens)
+        results["theirs_prefill"].append(p)
+        results["theirs_decode"].append(d)
+        same_tokens &= a == b
+        results["floor"].append(streaming_floor_ms(lm))
+        results["ours_long"].append(ours(long_prompt, 2)[0])
+        results["theirs_long"].append(theirs(long_prompt, 2)[0])
+    m = {k: median(v) for k, v in results.items()}
+    print(f"  greedy tokens identical to transformers: {same_tokens}")
+    print(f"  prefill {args.prompt_tokens:4d} tokens: webgpt2 cpu {m['ours_prefill']:8.1f} ms   "
+          f"transformers {m['theirs_prefill']:8.1f} ms   ratio "
+          f"{m['ours_prefill'] / m['theirs_prefill']:.2f}x")
+    print(f"  prefill {args.long_prompt:4d} tokens: webgpt2 cpu {m['ours_long']:8.1f} ms   "
+          f"transformers {m['theirs_long']:8.1f} ms   ratio "
+          f"{m['ours_long'] / m['theirs_long']:.2f}x   (target <= 0.80x)")
+    print(f"  decode ms/token:     webgpt2 cpu {m['ours_decode']:8.2f}      transformers "
+          f"{m['theirs_decode']:8.2f}      ratio {m['ours_decode'] / m['theirs_decode']:.2f}x")
+    print(f"  weight-streaming floor {m['floor']:.2f} ms/token; webgpt2 decode is "
+          f"{m['ours_decode'] / m['floor']:.2f}x the floor (target <= 1.15x)")
+    child = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(folder), "--prompt-tokens",
+         str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)],
+        capture_output=True, text=True, check=True)
+    mem = json.loads(child.stdout.strip().splitlines()[-1])
+    budget = mem["weights"] + mem["cache"]
+    print(f"  peak memory (child process): {mem['peak'] / 2**20:.0f} MiB, of which "
+          f"{mem['base'] / 2**20:.0f} MiB before loading; weights {mem['weights'] / 2**20:.0f} MiB "
+          f"+ cache {mem['cache'] / 2**20:.1f} MiB; peak / (weights + cache) = "
+          f"{mem['peak'] / budget:.2f}x (target <= 1.30x)")
+
+
+if __name__ == "__main__":
+    main()
