@@ -1,0 +1,407 @@
+"""Hugging Face GPT-2 checkpoints: config.json to backbone arguments, safetensors to weights.
+
+Weights come back under one canonical set of names whatever the file's style (the hub's bare
+`h.0.attn.c_attn.weight`, transformers 5's `transformer.h.0.attn.c_attn.weight`), in the
+layout Hugging Face stores them: `Conv1D` weights are [in, out] (y = x @ W + b); the backend
+chooses its own layout at upload. The causal-mask buffers (`attn.bias`, `attn.masked_bias`)
+and the tied `lm_head.weight` are skipped without being decoded. Pickled checkpoints
+(`pytorch_model.bin`, `*.pt`, `*.ckpt`) are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from webgpt2.backends.base import HostTensor
+from webgpt2.io.safetensors import read_safetensors
+
+__all__ = [
+    "CheckpointError",
+    "find_weight_files",
+    "gpt2_config_from_dict",
+    "gpt2_weight_shapes",
+    "load_gpt2_weights",
+    "missing_checkpoint_files",
+    "pickle_refusal",
+    "read_gpt2_config",
+    "shard_names",
+]
+
+Progress = Callable[[int, int], None]
+WeightSource = str | os.PathLike | bytes | bytearray | memoryview
+
+SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# GPT2Config's defaults, for keys a config.json leaves out (as transformers fills them).
+_DEFAULTS = {
+    "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
+    "n_inner": None, "activation_function": "gelu_new", "resid_pdrop": 0.1,
+    "layer_norm_epsilon": 1e-5,
+}
+# Options GPT2Config has that change the computation in ways this runtime does not implement,
+# with the value the runtime assumes.
+_UNSUPPORTED = {
+    "scale_attn_by_inverse_layer_idx": False,
+    "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": True,
+    "add_cross_attention": False,
+    "scale_attn_weights": True,
+}
+_IGNORED = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.(?:bias|masked_bias)$|^lm_head\.weight$")
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder, config or weight set that this runtime cannot load."""
+
+
+def gpt2_config_from_dict(hf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The backbone's keyword arguments from a parsed Hugging Face GPT-2 config.json.
+
+    Returns vocabulary_size, num_layers, num_heads, hidden_dim, intermediate_dim (n_inner,
+    or 4 * n_embd when null), max_sequence_length, layer_norm_epsilon and dropout
+    (resid_pdrop; unused at inference). Raises CheckpointError for a model or an option the
+    runtime does not implement.
+
+    Example:
+        >>> cfg = gpt2_config_from_dict({"model_type": "gpt2", "n_layer": 2, "n_head": 4,
+        ...                              "n_embd": 64, "n_positions": 128})
+        >>> cfg["hidden_dim"], cfg["intermediate_dim"], cfg["num_layers"]
+        (64, 256, 2)
+    """
+    model_type = hf_config.get("model_type", "gpt2")
+    if model_type != "gpt2":
+        raise CheckpointError(f"model_type is {model_type!r}; this runtime loads 'gpt2' only")
+    activation = hf_config.get("activation_function", _DEFAULTS["activation_function"])
+    if activation not in SUPPORTED_ACTIVATIONS:
+        raise CheckpointError(
+            f"activation_function is {activation!r}; this runtime implements the tanh GELU "
+            f"only ({', '.join(SUPPORTED_ACTIVATIONS)})"
+        )
+    for key, assumed in _UNSUPPORTED.items():
+        value = hf_config.get(key, assumed)
+        if value is not None and bool(value) != assumed:
+            raise CheckpointError(
+                f"{key} is {value!r}; this runtime implements GPT-2 with {key}={assumed} only"
+            )
+
+    def integer(key: str, value: Any = None) -> int:
+        value = hf_config.get(key, _DEFAULTS[key]) if value is None else value
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise CheckpointError(f"{key} is {value!r}; expected a positive integer")
+        return value
+
+    hidden = integer("n_embd")
+    heads = integer("n_head")
+    if hidden % heads:
+        raise CheckpointError(f"n_embd {hidden} is not divisible by n_head {heads}")
+    n_inner = hf_config.get("n_inner")
+    epsilon = hf_config.get("layer_norm_epsilon", _DEFAULTS["layer_norm_epsilon"])
+    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or epsilon <= 0:
+        raise CheckpointError(f"layer_norm_epsilon is {epsilon!r}; expected a positive number")
+    dropout = hf_config.get("resid_pdrop", _DEFAULTS["resid_pdrop"])
+    return {
+        "vocabulary_size": integer("vocab_size"),
+        "num_layers": integer("n_layer"),
+        "num_heads": heads,
+        "hidden_dim": hidden,
+        "intermediate_dim": 4 * hidden if n_inner is None else integer("n_inner", n_inner),
+        "max_sequence_length": integer("n_positions"),
+        "layer_norm_epsilon": float(epsilon),
+        "dropout": float(dropout) if dropout is not None else 0.0,
+    }
+
+
+def read_gpt2_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """The backbone's keyword arguments from a checkpoint folder's config.json.
+
+    folder: the checkpoint folder, or the config.json file itself. See
+    `gpt2_config_from_dict` for what is returned and refused.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> with open(os.path.join(d, "config.json"), "w") as f:
+        ...     json.dump({"model_type": "gpt2", "n_layer": 12, "n_head": 12}, f)
+        >>> read_gpt2_config(d)["max_sequence_length"]
+        1024
+    """
+    path = Path(folder)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} does not exist; a GPT-2 checkpoint folder holds config.json, "
+            "model.safetensors, vocab.json and merges.txt"
+        )
+    try:
+        hf_config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(hf_config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(hf_config).__name__}; expected an object")
+    try:
+        return gpt2_config_from_dict(hf_config)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def gpt2_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Canonical weight name -> shape for a backbone config, in model order.
+
+    Example:
+        >>> cfg = {"vocabulary_size": 10, "num_layers": 1, "hidden_dim": 4,
+        ...        "intermediate_dim": 16, "max_sequence_length": 8}
+        >>> shapes = gpt2_weight_shapes(cfg)
+        >>> len(shapes), shapes["h.0.attn.c_attn.weight"], shapes["h.0.mlp.c_proj.weight"]
+        (16, (4, 12), (16, 4))
+    """
+    hidden, inner = config["hidden_dim"], config["intermediate_dim"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "wte.weight": (config["vocabulary_size"], hidden),
+        "wpe.weight": (config["max_sequence_length"], hidden),
+    }
+    for i in range(config["num_layers"]):
+        p = f"h.{i}."
+        shapes.update({
+            p + "ln_1.weight": (hidden,),
+            p + "ln_1.bias": (hidden,),
+            p + "attn.c_attn.weight": (hidden, 3 * hidden),
+            p + "attn.c_attn.bias": (3 * hidden,),
+            p + "attn.c_proj.weight": (hidden, hidden),
+            p + "attn.c_proj.bias": (hidden,),
+            p + "ln_2.weight": (hidden,),
+            p + "ln_2.bias": (hidden,),
+            p + "mlp.c_fc.weight": (hidden, inner),
+            p + "mlp.c_fc.bias": (inner,),
+            p + "mlp.c_proj.weight": (inner, hidden),
+            p + "mlp.c_proj.bias": (hidden,),
+        })
+    shapes["ln_f.weight"] = (hidden,)
+    shapes["ln_f.bias"] = (hidden,)
+    return shapes
+
+
+def find_weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The safetensors files of a checkpoint folder: model.safetensors, or the shards its
+    model.safetensors.index.json names. Refuses a folder that has pickled weights only.
+
+    Example:
+        >>> import tempfile
+        >>> find_weight_files(tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        webgpt2.io.checkpoint.CheckpointError: ... has no model.safetensors ...
+    """
+    folder = Path(folder)
+    if (folder / SINGLE_FILE).is_file():
+        return [folder / SINGLE_FILE]
+    if (folder / INDEX_FILE).is_file():
+        shards = shard_names(folder / INDEX_FILE)
+        missing = [name for name in shards if not (folder / name).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{folder / INDEX_FILE} names {len(shards)} shards; missing: {', '.join(missing)}"
+            )
+        return [folder / name for name in shards]
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)) \
+        if folder.is_dir() else []
+    if pickles:
+        raise CheckpointError(pickle_refusal(folder / pickles[0]))
+    raise CheckpointError(
+        f"{folder} has no {SINGLE_FILE} (nor {INDEX_FILE} with its shards); expected a "
+        "Hugging Face GPT-2 checkpoint folder"
+    )
+
+
+def missing_checkpoint_files(folder: str | os.PathLike) -> list[str]:
+    """What a checkpoint folder lacks, in words ([] when complete): config.json, the
+    safetensors weights (single or sharded), and vocab.json + merges.txt or tokenizer.json.
+    Raises CheckpointError when the weights exist only as a pickle.
+
+    Example:
+        >>> import tempfile
+        >>> missing_checkpoint_files(tempfile.mkdtemp())[0]
+        'config.json'
+    """
+    folder = Path(folder)
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if (folder / SINGLE_FILE).is_file():
+        pass
+    elif (folder / INDEX_FILE).is_file():
+        missing += [f"{name} (a shard named by {INDEX_FILE})" for name in shard_names(
+            folder / INDEX_FILE) if not (folder / name).is_file()]
+    else:
+        pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise CheckpointError(pickle_refusal(folder / pickles[0]))
+        missing.append(f"{SINGLE_FILE} (or {INDEX_FILE} with its shards)")
+    has_bpe = (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
+    if not has_bpe and not (folder / "tokenizer.json").is_file():
+        missing.append("vocab.json + merges.txt (or tokenizer.json)")
+    return missing
+
+
+def shard_names(index_path: str | os.PathLike, text: str | None = None) -> list[str]:
+    """The distinct shard file names of a model.safetensors.index.json, in first-use order.
+
+    text: the index's contents when already read (a download); else read from index_path.
+    Names must be plain file names ending in .safetensors (no folders, nothing hidden).
+
+    Example:
+        >>> shard_names("index.json", '{"weight_map": {"a": "m-1.safetensors", '
+        ...             '"b": "m-2.safetensors", "c": "m-1.safetensors"}}')
+        ['m-1.safetensors', 'm-2.safetensors']
+    """
+    try:
+        index = json.loads(Path(index_path).read_text(encoding="utf-8") if text is None else text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{index_path} is not valid JSON: {error}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index_path} has no weight_map object; expected "
+                              '{"weight_map": {tensor name: shard file}}')
+    names: list[str] = []
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not _SHARD_NAME.match(shard):
+            raise CheckpointError(
+                f"{index_path}: tensor {tensor!r} maps to shard {shard!r}; expected a plain "
+                "file name ending in .safetensors"
+            )
+        if shard not in names:
+            names.append(shard)
+    return names
+
+
+def pickle_refusal(path: str | os.PathLike) -> str:
+    """The message for a checkpoint that exists only as a pickle.
+
+    Example:
+        >>> pickle_refusal("gpt2/pytorch_model.bin").split(":")[0]
+        'refusing to load pickled checkpoint gpt2/pytorch_model.bin'
+    """
+    return (
+        f"refusing to load pickled checkpoint {path}: unpickling can run arbitrary code; "
+        "convert it to model.safetensors (transformers: "
+        "`GPT2LMHeadModel.from_pretrained(folder).save_pretrained(folder)`)"
+    )
+
+
+def load_gpt2_weights(
+    source: WeightSource,
+    config: Mapping[str, Any] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, HostTensor]:
+    """GPT-2's weights under canonical names, checked against the config's shapes.
+
+    source: a checkpoint folder, a model.safetensors file, a model.safetensors.index.json
+    (sharded), or a safetensors file's bytes. config: the backbone arguments
+    (`read_gpt2_config`); None reads config.json beside the weights. progress: called with
+    (bytes done, total bytes) as the files are read.
+
+    Returns {canonical name: HostTensor} in model order (see `gpt2_weight_shapes`): float32,
+    float16 or bfloat16 as stored, sharing the file's memory. Raises CheckpointError naming
+    missing, extra or mis-shaped tensors, and for pickled checkpoints.
+
+    Example:
+        >>> import os, tempfile
+        >>> from webgpt2.io.safetensors import write_safetensors
+        >>> cfg = {"vocabulary_size": 3, "num_layers": 0, "hidden_dim": 2,
+        ...        "intermediate_dim": 8, "max_sequence_length": 4}
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+        >>> write_safetensors(path, {
+        ...     "transformer.wte.weight": HostTensor("float32", (3, 2), bytes(24)),
+        ...     "transformer.wpe.weight": HostTensor("float32", (4, 2), bytes(32)),
+        ...     "transformer.ln_f.weight": HostTensor("float32", (2,), bytes(8)),
+        ...     "transformer.ln_f.bias": HostTensor("float32", (2,), bytes(8))})
+        >>> list(load_gpt2_weights(path, cfg))
+        ['wte.weight', 'wpe.weight', 'ln_f.weight', 'ln_f.bias']
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if config is None:
+            raise CheckpointError("weights given as bytes need a config: pass config=")
+        files: list[Any] = [source]
+        sizes = [memoryview(source).nbytes]
+    else:
+        path = Path(source)
+        if path.is_dir():
+            files = find_weight_files(path)
+        elif path.name.endswith(PICKLE_SUFFIXES):
+            raise CheckpointError(pickle_refusal(path))
+        elif path.name.endswith(".index.json"):
+            files = [path.parent / name for name in shard_names(path)]
+        elif path.is_file():
+            files = [path]
+        else:
+            raise CheckpointError(f"{path} does not exist; expected a checkpoint folder or "
+                                  "a .safetensors file")
+        if config is None:
+            config = read_gpt2_config(path if path.is_dir() else path.parent)
+        sizes = [os.path.getsize(f) for f in files]
+    total, base = sum(sizes), 0
+    found: dict[str, HostTensor] = {}
+    origin: dict[str, str] = {}
+    for file, size in zip(files, sizes):
+        label = "<bytes>" if isinstance(file, (bytes, bytearray, memoryview)) else str(file)
+        report = None if progress is None else (lambda d, _t, b=base: progress(b + d, total))
+        try:
+            tensors = read_safetensors(file, skip=_IGNORED.match, progress=report)
+        except FileNotFoundError:
+            raise CheckpointError(f"{file} does not exist (named by the shard index)") from None
+        for name, tensor in tensors.items():
+            canonical = name.removeprefix("transformer.")
+            if canonical in found:
+                raise CheckpointError(
+                    f"tensor {canonical!r} appears twice: as {origin[canonical]} and as "
+                    f"{name!r} in {label}"
+                )
+            found[canonical] = tensor
+            origin[canonical] = f"{name!r} in {label}"
+        base += size
+    return _check_weights(found, config)
+
+
+def _check_weights(found: dict[str, HostTensor], config: Mapping[str, Any]) -> dict[str, HostTensor]:
+    expected = gpt2_weight_shapes(config)
+    missing = [name for name in expected if name not in found]
+    extra = sorted(name for name in found if name not in expected)
+    misshaped = [
+        f"{name} expected {list(shape)}, got {list(found[name].shape)}"
+        for name, shape in expected.items()
+        if name in found and found[name].shape != shape
+    ]
+    not_float = [f"{name} is {found[name].dtype}" for name in expected
+                 if name in found and found[name].dtype == "int32"]
+    problems = []
+    summary = (f"num_layers={config['num_layers']}, hidden_dim={config['hidden_dim']}, "
+               f"intermediate_dim={config['intermediate_dim']}, "
+               f"vocabulary_size={config['vocabulary_size']}, "
+               f"max_sequence_length={config['max_sequence_length']}")
+    if missing:
+        problems.append(f"{len(missing)} missing tensors: {_first(missing)}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected tensors: {_first(extra)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped tensors: {_first(misshaped)}")
+    if not_float:
+        problems.append(f"{len(not_float)} integer weights (expected float32, float16 or "
+                        f"bfloat16): {_first(not_float)}")
+    if problems:
+        raise CheckpointError(
+            f"the weights do not match the GPT-2 config ({summary}): " + "; ".join(problems)
+        )
+    return {name: found[name] for name in expected}
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
