@@ -19,9 +19,9 @@ DEFAULT_MODEL = "gpt2_shakespeare_en"
 
 def _load(model: str, backend: str | None, dtype: str | None, progress: bool):
     from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
-    from webgpt2.models.gpt2.gpt2_presets import PRESETS
+    from webgpt2.models.gpt2.gpt2_presets import GPT2_PRESETS
 
-    if model in PRESETS:
+    if model in GPT2_PRESETS:
         return GPT2CausalLM.from_preset(model, backend=backend, dtype=dtype, progress=progress)
     return GPT2CausalLM.from_pretrained(model, backend=backend, dtype=dtype, progress=progress)
 
@@ -59,6 +59,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out.flush()
     end = time.perf_counter()
     out.write("\n")
+    out.flush()
     if not args.quiet:
         rate = (count - 1) / (end - first) if first and count > 1 else 0.0
         sys.stderr.write(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from webgpt2.backends.base import Backend, BackendError, HostTensor
 

@@ -14,8 +14,9 @@ V vocabulary size, L layers, nh heads, hd head size (H = nh * hd).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 DTYPES = ("float32", "float16", "bfloat16", "int32")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
@@ -64,7 +65,7 @@ class HostTensor:
         return self.size * ITEMSIZE[self.dtype]
 
     @classmethod
-    def from_floats(cls, values: Sequence[float], shape: tuple[int, ...]) -> "HostTensor":
+    def from_floats(cls, values: Sequence[float], shape: tuple[int, ...]) -> HostTensor:
         return cls("float32", tuple(shape), struct.pack(f"<{len(values)}f", *values))
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from webgpt2.backends import Backend, HostTensor, get_backend
 
@@ -21,7 +22,7 @@ class Layer:
     def weight_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return {}
 
-    def children(self) -> dict[str, "Layer"]:
+    def children(self) -> dict[str, Layer]:
         return {}
 
     @property

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -68,10 +69,10 @@ class CPUBackend(Backend):
             raise ValueError(f"layout {layout!r}; expected 'plain', 'linear' or 'embedding'")
         if dtype not in (None, "float32"):
             raise ValueError(f"the {self.name} backend stores weights as float32, not {dtype!r}")
-        array = host_to_numpy(host)
-        # A private, writable, contiguous copy: the source may be a memory-mapped file.
-        return np.array(array, dtype=array.dtype if host.dtype == "int32" else np.float32,
-                        order="C", copy=True)
+        # float32 data is used where it lies (zero-copy): a memory-mapped checkpoint is then
+        # held in memory once, as the page cache, and loading costs no copy. The weights are
+        # never written to.
+        return host_to_numpy(host)
 
     def tensor(self, values: Any, dtype: str) -> Any:
         if dtype not in _NP_DTYPES:
@@ -142,10 +143,9 @@ class CPUBackend(Backend):
         scores = np.matmul(queries, keys)  # [B, nh, S, end]
         scores *= np.float32(1.0 / math.sqrt(head_dim))
         if seq_len > 1:
-            # query i sits at absolute position cache_update_index + i
-            query_pos = np.arange(cache_update_index, end)[:, None]
-            key_pos = np.arange(end)[None, :]
-            scores[..., key_pos > query_pos] = -np.inf
+            # Query i sits at absolute position cache_update_index + i and sees keys up to it.
+            scores += np.triu(np.full((seq_len, end), -np.inf, np.float32),
+                              k=cache_update_index + 1)
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
