@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from webgpt2 import GPT2CausalLM
+from webgpt2 import GPT2CausalLM  # noqa: E402
 
 PROMPT_IDS = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 198, 40, 716]
 

@@ -369,7 +369,8 @@ def load_gpt2_weights(
     return _check_weights(found, config)
 
 
-def _check_weights(found: dict[str, HostTensor], config: Mapping[str, Any]) -> dict[str, HostTensor]:
+def _check_weights(found: dict[str, HostTensor],
+                   config: Mapping[str, Any]) -> dict[str, HostTensor]:
     expected = gpt2_weight_shapes(config)
     missing = [name for name in expected if name not in found]
     extra = sorted(name for name in found if name not in expected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webgpt2.backends import Backend, HostTensor, get_backend
@@ -48,8 +48,11 @@ class Layer:
         return shapes
 
     def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
-                     dtype: str | None = None) -> None:
-        """Upload this layer's weights (named `prefix + name`) to its backend."""
+                     dtype: str | None = None,
+                     uploaded: Callable[[int], None] | None = None) -> None:
+        """Upload this layer's weights (named `prefix + name`) to its backend.
+
+        `uploaded(nbytes)` is called after each weight, for progress bars."""
         for name, (shape, layout) in self.weight_specs().items():
             full = prefix + name
             if full not in weights:
@@ -63,5 +66,7 @@ class Layer:
             self._weights[name] = self.backend.upload(
                 host, layout, dtype if layout != "plain" else None
             )
+            if uploaded is not None:
+                uploaded(host.nbytes)
         for child_name, child in self.children().items():
-            child.load_weights(weights, f"{prefix}{child_name}.", dtype)
+            child.load_weights(weights, f"{prefix}{child_name}.", dtype, uploaded)

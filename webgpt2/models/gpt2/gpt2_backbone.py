@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webgpt2.backends import Backend, HostTensor
@@ -77,7 +77,8 @@ class GPT2Backbone(Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon}
 
     def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
-                     dtype: str | None = None) -> None:
+                     dtype: str | None = None,
+                     uploaded: Callable[[int], None] | None = None) -> None:
         """Upload every weight, after checking that none is missing, extra or mis-shaped."""
         expected = self.expected_weights(prefix)
         missing = [n for n in expected if n not in weights]
@@ -90,7 +91,7 @@ class GPT2Backbone(Layer):
             if tuple(weights[name].shape) != shape:
                 raise ValueError(f"weight {name!r} has shape {tuple(weights[name].shape)}; "
                                  f"this config expects {shape}")
-        super().load_weights(weights, prefix, dtype)
+        super().load_weights(weights, prefix, dtype, uploaded)
 
     def initialize_weights(self, seed: int = 0, stddev: float = 0.02) -> None:
         """GPT-2's initialisation (normal(0, 0.02) matrices, ones/zeros norms, zero biases).

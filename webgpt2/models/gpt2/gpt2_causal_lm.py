@@ -63,6 +63,7 @@ class GPT2CausalLM(GenerativeTask):
         """
         from webgpt2.io.checkpoint import load_gpt2_weights, read_gpt2_config
         from webgpt2.io.hub import resolve_checkpoint
+        from webgpt2.io.progress import ProgressBar
         from webgpt2.models.gpt2.gpt2_causal_lm_preprocessor import GPT2CausalLMPreprocessor
         from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
 
@@ -78,7 +79,10 @@ class GPT2CausalLM(GenerativeTask):
             )
         weights = load_gpt2_weights(folder, config)
         backbone = GPT2Backbone(**config, backend=backend)
-        backbone.load_weights(weights, dtype=dtype)
+        total = sum(w.nbytes for w in weights.values())
+        with ProgressBar(f"loading weights ({backbone.backend.name})", total,
+                         enabled=progress) as bar:
+            backbone.load_weights(weights, dtype=dtype, uploaded=bar.update)
         del weights
         preprocessor = GPT2CausalLMPreprocessor(
             tokenizer, sequence_length=sequence_length or config["max_sequence_length"])
