@@ -1,0 +1,371 @@
+"""The demo page in headless Chromium: boot, the browser WebGPU driver, parity with the native
+`cpu` backend, Stop, errors, a screenshot, and the `wasm` backend when NumPy is reachable.
+
+The page is served from 127.0.0.1 by an in-process server with the transformers-written test
+checkpoints mounted beside it, and loaded by URL as a user would load a Hugging Face folder.
+WebGPU here is SwiftShader (a CPU fallback), so models are tiny and generations short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from browser_util import (
+    ROOT,
+    chromium,
+    missing_requirements,
+    open_page,
+    page_server,
+    record_generation,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(missing_requirements() is not None,
+                       reason=missing_requirements() or "browser requirements are present"),
+]
+
+ARTIFACTS = ROOT / "test-artifacts"
+NUMPY_ENV = "WEBGPT2_PYODIDE_NUMPY"
+PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def truncated_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The tiny checkpoint with model.safetensors cut in half."""
+    folder = tmp_path_factory.mktemp("truncated")
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copy(tiny_checkpoint / name, folder / name)
+    data = (tiny_checkpoint / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def site(tiny_checkpoint, small_checkpoint, truncated_checkpoint):
+    mounts = {"ckpt/tiny": tiny_checkpoint, "ckpt/small": small_checkpoint,
+              "ckpt/truncated": truncated_checkpoint}
+    with page_server(mounts, numpy=os.environ.get(NUMPY_ENV)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as context:
+        yield context
+
+
+@pytest.fixture(scope="module")
+def page(browser, site):
+    console: list[str] = []
+    page = open_page(browser, site, console)
+    page.console_log = console
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_cpu(tiny_checkpoint):
+    from webgpt2 import GPT2CausalLM
+
+    return GPT2CausalLM.from_pretrained(tiny_checkpoint, backend="cpu", progress=False)
+
+
+def load(page, folder: str, backend: str = "webgpu") -> dict:
+    return page.evaluate("([f, b]) => webgpt2.loadModel(location.origin + '/ckpt/' + f, "
+                         "{backend: b})", [folder, backend])
+
+
+def generate(page, prompt: str, **options) -> dict:
+    return page.evaluate("([p, o]) => webgpt2.generate(p, o)", [prompt, options])
+
+
+def fill_form(page, url: str, prompt: str, sampler: str = "greedy", max_new_tokens: int = 8,
+              seed: str = "", top_k: int = 40, temperature: float = 1.0) -> None:
+    """Set every field the tests use, so no test depends on what an earlier one left."""
+    if page.is_visible("#error-panel"):
+        page.click("#error-dismiss")
+    page.check("input[name=source][value=url]")
+    page.fill("#model-url", url)
+    page.select_option("#backend", "webgpu")
+    page.select_option("#sampler", sampler)
+    page.fill("#top-k", str(top_k))
+    page.fill("#temperature", str(temperature))
+    page.fill("#seed", seed)
+    page.fill("#max-new-tokens", str(max_new_tokens))
+    page.fill("#prompt", prompt)
+
+
+def rejection(page, script: str, arg=None) -> str:
+    """The message of the error a promise-returning script rejects with."""
+    return page.evaluate(f"async (arg) => {{ try {{ await ({script}); return null; }} "
+                         "catch (e) { return e.message; } }", arg)
+
+
+def test_page_boots_and_reports_webgpu(page):
+    info = page.evaluate("webgpt2.ready")
+    assert info["webgpu"] is True
+    assert info["backends"]["webgpu"] == "available"
+    assert info["crossOriginIsolated"] is True
+    assert info["python"].startswith("3.")
+    assert "WebGPU available" in page.inner_text("#boot-status")
+    assert page.eval_on_selector("#backend", "s => s.value") == "webgpu"
+
+
+def test_browser_driver_runs_kernels_and_reports_errors(page):
+    code = textwrap.dedent('''
+        import json, struct
+        from array import array
+        from webgpt2.backends.webgpu.browser import BrowserDriver
+        from webgpt2.backends.webgpu.driver import Binding, Copy, Dispatch, DriverError, ShaderError
+
+        d = BrowserDriver()
+        wgsl = """
+        @group(0) @binding(0) var<storage, read> a: array<f32>;
+        @group(0) @binding(1) var<storage, read_write> out: array<f32>;
+        @compute @workgroup_size(64)
+        fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (id.x < arrayLength(&out)) { out[id.x] = a[id.x] * 2.0 + 1.0; }
+        }
+        """
+        pipeline = d.create_pipeline(wgsl, "main", "double")
+        n = 100
+        a = d.create_buffer(4 * n, "storage")
+        out = d.create_buffer(4 * n, "storage")
+        back = d.create_buffer(4 * n, "readback")
+        d.write_buffer(a, 0, array("f", range(n)))           # a float32 buffer, cast to bytes
+        d.write_buffer(a, 8, struct.pack("<f", 50.0))        # at an offset
+        # out is bound from byte 256 (the storage offset alignment) for 10 floats.
+        d.submit([Dispatch(pipeline, [Binding(0, a), Binding(1, out, 256, 40)], (1, 1, 1)),
+                  Copy(out, 0, back, 0, 4 * n)])
+        result = {
+            "staged": struct.unpack("<3f", d.read_buffer(out, 264, 12)),
+            "mapped": struct.unpack("<2f", d.read_buffer(back, 260, 8)),  # offset % 8 == 4
+            "untouched": struct.unpack("<f", d.read_buffer(out, 296, 4)),
+        }
+        d.write_buffer(a, 0, struct.pack("<f", 4.0))
+        d.submit([Dispatch(pipeline, [Binding(0, a), Binding(1, out, 256, 40)], (1, 1, 1))])
+        result["cached_bind_group"] = struct.unpack("<f", d.read_buffer(out, 256, 4))
+        try:
+            d.create_pipeline("fn main( {", "main", "broken")
+        except ShaderError as e:
+            result["shader_error"] = str(e)
+        try:
+            d.create_pipeline(wgsl, "nowhere", "double")
+        except ShaderError as e:
+            result["entry_error"] = str(e)
+        d._device.destroy()
+        from pyodide.ffi import run_sync
+        import js
+        run_sync(js.Promise.new(lambda resolve, reject: js.setTimeout(resolve, 50)))
+        try:
+            d.create_buffer(16, "storage")
+        except DriverError as e:
+            result["lost"] = str(e)
+        json.dumps(result)
+    ''')
+    result = json.loads(page.evaluate("c => webgpt2.runPython(c)", code))
+    # out[64 + i] = a[i] * 2 + 1 for i < 10, with a = 0, 1, 50, 3, ...
+    assert result["staged"] == [101.0, 7.0, 9.0]
+    assert result["mapped"] == [3.0, 101.0]
+    assert result["untouched"] == [0.0]
+    assert result["cached_bind_group"] == [9.0]  # a[0] became 4 before the second dispatch
+    assert "WGSL compile error in broken" in result["shader_error"]
+    assert "line 1:" in result["shader_error"]
+    assert "nowhere" in result["entry_error"]
+    assert "device was lost" in result["lost"]
+
+
+def test_greedy_tokens_match_cpu(page, tiny_cpu):
+    native = record_generation(tiny_cpu, PROMPT, 32)
+    expected, text = native["tokenIds"], native["text"]
+    info = load(page, "tiny")
+    assert info["backend"] == "webgpu" and info["layers"] == 2
+    result = generate(page, PROMPT, maxNewTokens=32, sampler="greedy")
+    assert result["tokenIds"] == expected
+    assert result["text"] == text
+    assert result["timings"]["generatedTokens"] == len(expected)
+    assert result["timings"]["timeToFirstTokenMs"] > 0
+
+
+def test_seeded_top_k_tokens_match_cpu(page, tiny_cpu):
+    native = record_generation(tiny_cpu, PROMPT, 32, "top_k", seed=7, k=8, temperature=1.0)
+    expected, text = native["tokenIds"], native["text"]
+    load(page, "tiny")
+    result = generate(page, PROMPT, maxNewTokens=32, sampler="top_k", k=8, temperature=1.0,
+                      seed=7)
+    assert result["tokenIds"] == expected
+    assert result["text"] == text
+    assert len(set(expected)) > 4  # the draw really varies, so the match means something
+
+
+def test_streamed_pieces_arrive_in_order(page):
+    load(page, "tiny")
+    streamed = page.evaluate("""async () => {
+        const pieces = [];
+        const result = await webgpt2.generate("ROMEO:", {maxNewTokens: 12, sampler: "top_k",
+            k: 20, temperature: 1.0, seed: 3, onToken: (t) => pieces.push(t)});
+        return {pieces, result};
+    }""")
+    pieces, result = streamed["pieces"], streamed["result"]
+    assert len(pieces) >= 2
+    assert "".join(p["text"] for p in pieces) == result["text"]
+    assert [i for p in pieces for i in p["tokenIds"]] == result["tokenIds"][:sum(
+        len(p["tokenIds"]) for p in pieces)]
+    elapsed = [p["elapsedMs"] for p in pieces]
+    assert elapsed == sorted(elapsed)
+
+
+def test_stop_cancels_a_generation_and_the_next_one_works(page, site):
+    fill_form(page, site + "ckpt/tiny", "ROMEO:", "top_k", max_new_tokens=120, seed="5")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#output-text').textContent.length > 0",
+                           timeout=120_000)
+    assert page.is_enabled("#stop")
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#stats').textContent.includes('stopped')",
+                           timeout=60_000)
+    stats = page.inner_text("#stats")
+    generated = int(stats.split(" tokens")[0].split("· ")[-1])
+    assert generated < 120
+    assert page.is_disabled("#stop") and page.is_enabled("#generate")
+    assert page.is_hidden("#error-panel")
+    result = generate(page, "ROMEO:", maxNewTokens=6, sampler="greedy")
+    assert result["stopped"] is False and result["timings"]["generatedTokens"] == 6
+
+
+def test_stop_through_the_api(page):
+    load(page, "tiny")
+    result = page.evaluate("""async () => {
+        let stopped = false;
+        return await webgpt2.generate("ROMEO:", {maxNewTokens: 120, sampler: "greedy",
+            onToken: () => { if (!stopped) { stopped = webgpt2.stop(); } }});
+    }""")
+    assert result["stopped"] is True
+    assert result["timings"]["generatedTokens"] < 120
+    assert page.evaluate("webgpt2.stop()") is False  # nothing is running now
+
+
+def test_stop_without_cross_origin_isolation(browser, tiny_checkpoint):
+    """Served without COOP/COEP (a plain static host) there is no SharedArrayBuffer: Stop
+    reaches Python as a message the worker reads between tokens."""
+    with page_server({"ckpt/tiny": tiny_checkpoint}, isolated=False) as url:
+        page = open_page(browser, url)
+        try:
+            assert page.evaluate("webgpt2.ready")["crossOriginIsolated"] is False
+            load(page, "tiny")
+            result = page.evaluate("""async () => {
+                let stopped = false;
+                return await webgpt2.generate("ROMEO:", {maxNewTokens: 120, sampler: "greedy",
+                    onToken: () => { if (!stopped) { stopped = webgpt2.stop(); } }});
+            }""")
+            assert result["stopped"] is True
+            assert result["timings"]["generatedTokens"] < 120
+        finally:
+            page.close()
+
+
+def test_local_files(page, tiny_checkpoint, tiny_cpu):
+    names = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
+    page.check("input[name=source][value=files]")
+    page.set_input_files("#model-files", [str(tiny_checkpoint / n) for n in names[:2]])
+    page.click("#load")
+    page.wait_for_selector("#error-panel:not([hidden])")
+    assert "vocab.json" in page.inner_text("#error-message")
+    page.click("#error-dismiss")
+    page.set_input_files("#model-files", [str(tiny_checkpoint / n) for n in names])
+    page.select_option("#backend", "webgpu")
+    page.click("#load")
+    page.wait_for_function("document.querySelector('#model-info').textContent.includes('2 "
+                           "layers')", timeout=60_000)
+    assert "config.json" in page.inner_text("#model-info")
+    expected = record_generation(tiny_cpu, PROMPT, 8)["tokenIds"]
+    assert generate(page, PROMPT, maxNewTokens=8)["tokenIds"] == expected
+
+
+def test_bad_url_shows_an_error_and_the_page_stays_usable(page, site):
+    message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/nowhere', "
+                              "{backend: 'webgpu'})")
+    assert "config.json" in message and "404" in message
+    # The same through the form: the error panel shows it, the buttons come back.
+    fill_form(page, site + "ckpt/nowhere", "Hi")
+    page.click("#load")
+    page.wait_for_selector("#error-panel:not([hidden])")
+    assert "404" in page.inner_text("#error-message")
+    assert page.is_enabled("#load") and page.is_enabled("#generate")
+    page.click("#error-dismiss")
+    assert page.is_hidden("#error-panel")
+    load(page, "tiny")
+    assert generate(page, "Hi", maxNewTokens=3)["timings"]["generatedTokens"] == 3
+
+
+def test_truncated_safetensors_shows_an_error(page):
+    message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/truncated', "
+                              "{backend: 'webgpu'})")
+    assert "model.safetensors" in message
+    load(page, "tiny")
+    assert generate(page, "Hi", maxNewTokens=3)["timings"]["generatedTokens"] == 3
+
+
+def test_prompt_longer_than_the_context_shows_an_error(page, site):
+    load(page, "tiny")  # max_sequence_length 128
+    long_prompt = " word" * 200
+    message = rejection(page, "webgpt2.generate(arg, {maxNewTokens: 4})", long_prompt)
+    assert "max_sequence_length" in message or "sequence_length" in message
+    assert "200 tokens" in message or "201" in message
+    fill_form(page, site + "ckpt/tiny", long_prompt)
+    page.click("#generate")
+    page.wait_for_selector("#error-panel:not([hidden])")
+    assert "tokens" in page.inner_text("#error-message")
+    assert generate(page, "Hi", maxNewTokens=3)["timings"]["generatedTokens"] == 3
+
+
+def test_screenshot_of_a_finished_generation(page, site):
+    ARTIFACTS.mkdir(exist_ok=True)
+    fill_form(page, site + "ckpt/small", "Once upon a time", "top_k", max_new_tokens=24,
+              seed="11", temperature=0.9)
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#stats').textContent.includes('tokens/s')",
+                           timeout=180_000)
+    stats = page.inner_text("#stats")
+    assert "webgpu" in stats and "first token" in stats
+    assert len(page.inner_text("#output-text")) > 0
+    assert "6 layers" in page.inner_text("#model-info")
+    page.screenshot(path=str(ARTIFACTS / "browser-generation.png"), full_page=True)
+
+
+def test_builtin_model(page):
+    if not (ROOT / "webgpt2" / "assets" / "gpt2_shakespeare" / "model.safetensors").exists():
+        pytest.skip("the shipped gpt2_shakespeare_en model has not been trained yet "
+                    "(webgpt2/assets/gpt2_shakespeare/model.safetensors is missing)")
+    info = page.evaluate("webgpt2.loadModel('gpt2_shakespeare_en', {backend: 'webgpu'})")
+    assert info["source"] == "gpt2_shakespeare_en"
+    result = generate(page, "ROMEO:", maxNewTokens=8, sampler="greedy")
+    assert result["timings"]["generatedTokens"] >= 1
+
+
+def test_wasm_backend_without_numpy_says_why(page):
+    if os.environ.get(NUMPY_ENV):
+        pytest.skip(f"{NUMPY_ENV} is set: the wasm backend has NumPy")
+    message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/tiny', "
+                              "{backend: 'wasm'})")
+    if message is None:
+        pytest.skip("Pyodide's CDN served NumPy (this machine has internet): nothing to explain")
+    assert "NumPy" in message and NUMPY_ENV in message
+    assert generate(page, "Hi", maxNewTokens=2)["timings"]["generatedTokens"] == 2
+
+
+def test_wasm_backend_matches_cpu(page, tiny_cpu):
+    if not os.environ.get(NUMPY_ENV):
+        pytest.skip(f"no Pyodide NumPy is reachable here: set {NUMPY_ENV} to a Pyodide "
+                    "numpy wheel (or a folder of Pyodide wheels) to test the wasm backend")
+    expected = record_generation(tiny_cpu, PROMPT, 16)["tokenIds"]
+    info = load(page, "tiny", backend="wasm")
+    assert info["backend"] == "wasm"
+    result = generate(page, PROMPT, maxNewTokens=16, sampler="greedy")
+    assert result["tokenIds"] == expected

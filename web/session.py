@@ -1,0 +1,260 @@
+"""The Python side of the demo page's worker (`web/worker.js` imports it as `webgpt2_page`).
+
+It loads one model at a time and generates with it, streaming each piece of text back to
+JavaScript. Values cross the boundary as JSON strings, so no proxy outlives a call. Every
+function is called through `callPromising`, which lets the browser WebGPU driver wait on GPU
+promises with `run_sync`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import webgpt2
+from webgpt2.backends import backend_status, get_backend, register_backend
+from webgpt2.generation.samplers import Sampler, get_sampler
+
+_hooks: Any = None  # worker.js's object: stop_requested(), and tick() to let messages in
+_model: Any = None
+_model_info: dict = {}
+
+
+def _webgpu_backend():
+    from webgpt2.backends.webgpu.backend import WebGPUBackend
+    from webgpt2.backends.webgpu.browser import BrowserDriver
+
+    return WebGPUBackend(driver=BrowserDriver())
+
+
+def _wasm_backend():
+    from webgpt2.backends.cpu import CPUBackend
+
+    return CPUBackend()
+
+
+_FACTORIES = {"wasm": _wasm_backend, "webgpu": _webgpu_backend}
+
+
+def _register_backends(names: Iterable[str] = tuple(_FACTORIES)) -> None:
+    # The page says which driver WebGPU uses, whatever WebGPUBackend() would pick itself.
+    # Registering again also forgets a backend's failure (NumPy arrived, a device was lost).
+    for name in names:
+        register_backend(name, _FACTORIES[name])
+
+
+def _reply(function: Callable[..., dict]) -> Callable[..., str]:
+    """Run function and answer JSON: its result, or {"error": {type, message, detail}}."""
+
+    def call(*args: Any) -> str:
+        try:
+            return json.dumps(function(*args))
+        except Exception as e:  # every failure goes back to the page as an error panel
+            return json.dumps({"error": {"type": type(e).__name__, "message": str(e),
+                                         "detail": traceback.format_exc()}})
+
+    call.__name__ = function.__name__
+    return call
+
+
+@_reply
+def boot(hooks: Any) -> dict:
+    """Remember the worker's hooks; report versions and which backends can run."""
+    global _hooks
+    _hooks = hooks
+    _register_backends()
+    import sys
+
+    return {"python": sys.version.split()[0], "webgpt2": webgpt2.__version__,
+            "backends": backend_status()}
+
+
+@_reply
+def backends() -> dict:
+    """Each backend and "available" or why not, trying the unavailable ones again (NumPy
+    may have arrived since); backends that run are kept, with their devices."""
+    _register_backends(n for n, status in backend_status().items() if status != "available")
+    return {"backends": backend_status()}
+
+
+class _Uploads:
+    """Counts the bytes a backend uploads while a model loads, for the page's progress bar."""
+
+    def __init__(self, backend: Any, total: int, report: Callable[[int, int], None]) -> None:
+        self.backend, self.total, self.report, self.done = backend, total, report, 0
+
+    def __enter__(self) -> _Uploads:
+        upload = self.backend.upload
+
+        def counting_upload(host, *args, **kwargs):
+            result = upload(host, *args, **kwargs)
+            self.done += host.nbytes
+            self.report(min(self.done, self.total), self.total)
+            return result
+
+        self.backend.upload = counting_upload  # an instance attribute, removed on exit
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        del self.backend.upload
+
+
+@_reply
+def load_model(source_json: str, progress: Any) -> dict:
+    """Load a model: {"preset": name} or {"folder": path in the Pyodide file system}.
+
+    progress(phase, loaded, total) is called as weights go to the backend.
+    """
+    global _model, _model_info
+    from webgpt2.io.checkpoint import gpt2_weight_shapes, read_gpt2_config
+    from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
+    from webgpt2.models.gpt2.gpt2_presets import resolve_preset
+
+    source = json.loads(source_json)
+    backend_name = source.get("backend") or "webgpu"
+    if "preset" in source:
+        folder = resolve_preset(source["preset"])
+        if isinstance(folder, str):  # a hub id: in the page, JavaScript fetches by URL
+            raise ValueError(f"preset {source['preset']!r} lives on the Hugging Face hub; "
+                             f"load it by URL: https://huggingface.co/{folder}/resolve/main")
+    else:
+        folder = source["folder"]
+    config = read_gpt2_config(folder)
+    _model = None  # free the previous model's device memory before the next one arrives
+    backend = get_backend(backend_name)
+    if getattr(getattr(backend, "driver", None), "lost", False):
+        _register_backends([backend_name])
+        backend = get_backend(backend_name)
+    total = 0
+    for shape in gpt2_weight_shapes(config).values():
+        size = 4
+        for d in shape:
+            size *= d
+        total += size
+    start = time.perf_counter()
+    with _Uploads(backend, total, lambda done, all_: progress("upload", done, all_)):
+        model = GPT2CausalLM.from_pretrained(folder, backend=backend, progress=False)
+    _model = model
+    bb = model.backbone
+    _model_info = {
+        "source": source.get("preset") or source.get("label") or str(folder),
+        "backend": backend.name,
+        "device": _describe(backend),
+        "layers": bb.num_layers, "heads": bb.num_heads, "hidden": bb.hidden_dim,
+        "vocabulary": bb.vocabulary_size, "maxSequenceLength": model.max_sequence_length,
+        "parameters": total // 4, "loadMs": (time.perf_counter() - start) * 1000,
+    }
+    return _model_info
+
+
+def _describe(backend: Any) -> str:
+    try:
+        info = backend.describe()
+    except Exception:  # describing is cosmetic; never fail a load over it
+        return backend.name
+    return str(info.get("adapter") or info.get("device") or info.get("name") or backend.name)
+
+
+class _RecordingSampler(Sampler):
+    """Wraps a sampler to note each sampled id and when it came (one prompt, so one row)."""
+
+    def __init__(self, inner: Sampler) -> None:
+        super().__init__(inner.seed)
+        self.inner = inner
+        self.name = inner.name
+        self.uses_randomness = inner.uses_randomness
+        self.token_ids: list[int] = []
+        self.times: list[float] = []
+
+    def next_tokens(self, backend: Any, logits: Any, rngs: Any) -> list[int]:
+        ids = self.inner.next_tokens(backend, logits, rngs)
+        self.token_ids.append(ids[0])
+        self.times.append(time.perf_counter())
+        return ids
+
+    def get_config(self) -> dict:
+        return self.inner.get_config()
+
+
+def make_sampler(options: dict) -> Sampler:
+    """A sampler from the page's options: sampler, temperature, k, p."""
+    name = options.get("sampler", "greedy")
+    kwargs: dict = {}
+    if name != "greedy":
+        kwargs["temperature"] = float(options.get("temperature", 1.0))
+    if name == "top_k":
+        kwargs["k"] = int(options.get("k", 5))
+    if name == "top_p":
+        kwargs["p"] = float(options.get("p", 0.9))
+        if options.get("k"):
+            kwargs["k"] = int(options["k"])
+    return get_sampler(name, **kwargs)
+
+
+def _stop_requested() -> bool:
+    if _hooks is None:
+        return False
+    if not _hooks.shared:
+        # Without a shared flag the stop message reaches the worker only while Python
+        # waits: let the event loop run once (a fast macrotask, not a timer).
+        from pyodide.ffi import run_sync
+
+        run_sync(_hooks.tick())
+    return bool(_hooks.stop_requested())
+
+
+@_reply
+def generate(prompt: str, options_json: str, on_text: Any) -> dict:
+    """Generate from prompt, calling on_text(piece, new_ids_json, elapsed_ms) as text comes.
+
+    options: sampler, temperature, k, p, maxNewTokens, seed. Returns the text, the sampled
+    token ids, timings and whether Stop ended it.
+    """
+    if _model is None:
+        raise RuntimeError("no model is loaded: load one before generating")
+    options = json.loads(options_json)
+    sampler = _RecordingSampler(make_sampler(options))
+    seed = options.get("seed")
+    max_new_tokens = int(options.get("maxNewTokens", 32))
+    start = time.perf_counter()
+    pieces = _model.stream(prompt, max_new_tokens=max_new_tokens, sampler=sampler,
+                           seed=None if seed in (None, "") else int(seed))
+    text: list[str] = []
+    sent = 0
+    stopped = False
+    try:
+        for piece in pieces:
+            text.append(piece)
+            new_ids, sent = sampler.token_ids[sent:], len(sampler.token_ids)
+            on_text(piece, json.dumps(new_ids), (time.perf_counter() - start) * 1000)
+            if _stop_requested():
+                stopped = True
+                break
+    finally:
+        pieces.close()  # frees the KV cache on the backend even when stopped early
+    end = time.perf_counter()
+    times = sampler.times
+    first = times[0] if times else end
+    decode = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    return {
+        "text": "".join(text),
+        "prompt": prompt,
+        "tokenIds": sampler.token_ids,
+        "stopped": stopped,
+        "backend": _model_info.get("backend"),
+        "timings": {
+            "timeToFirstTokenMs": (first - start) * 1000,
+            "decodeMsPerToken": None if decode is None else decode * 1000,
+            "tokensPerSecond": None if not decode else 1.0 / decode,
+            "totalMs": (end - start) * 1000,
+            "generatedTokens": len(sampler.token_ids),
+        },
+    }
+
+
+@_reply
+def model_info() -> dict:
+    return {"model": _model_info if _model is not None else None}

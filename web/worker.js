@@ -1,0 +1,303 @@
+// The page's Python: Pyodide in a module worker, so the page never freezes while a model
+// loads or generates. WebGPU is available here too (navigator.gpu in a dedicated worker).
+//
+// Messages in:  {id, type: "init", stopBuffer} | {id, type: "load", source, backend}
+//               | {id, type: "generate", prompt, options} | {id, type: "backends"}
+//               | {id, type: "run", code} | {type: "stop"}
+// Messages out: {id, type: "result", value} | {id, type: "error", error}
+//               | {id, type: "progress", phase, label, loaded, total}
+//               | {id, type: "text", text, tokenIds, elapsedMs} | {type: "status", text}
+
+const here = new URL("./", import.meta.url);
+let pyodide = null;
+let session = null; // the Python module webgpt2_page (web/session.py)
+let stopView = null; // Int32Array over the page's SharedArrayBuffer, when cross-origin isolated
+let stopRequested = false;
+let modelCount = 0;
+let queue = Promise.resolve(); // Python calls run one at a time
+
+function status(text) {
+  self.postMessage({ type: "status", text });
+}
+
+// The hooks Python calls between tokens: was Stop pressed, and let the event loop run once.
+const hooks = {
+  get shared() {
+    return stopView !== null;
+  },
+  stop_requested() {
+    return stopView ? Atomics.load(stopView, 0) !== 0 : stopRequested;
+  },
+  tick() {
+    return new Promise((resolve) => {
+      const channel = new MessageChannel();
+      channel.port1.onmessage = () => resolve();
+      channel.port2.postMessage(null);
+    });
+  },
+};
+
+async function fetchOk(url, what) {
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new Error(`cannot fetch ${what} from ${url}: ${error.message}`);
+  }
+  if (!response.ok) {
+    throw new Error(`${what} was not found at ${url} (HTTP ${response.status})`);
+  }
+  return response;
+}
+
+async function boot(stopBuffer) {
+  stopView = stopBuffer ? new Int32Array(stopBuffer) : null;
+  status("Loading the page manifest");
+  const manifestUrl = new URL("wheels/manifest.json", here);
+  const manifest = await (await fetchOk(manifestUrl, "the page's build manifest (run " +
+    "`python -m webgpt2.web --build-only`)")).json();
+  const indexURL = new URL(manifest.pyodide, here).href;
+  status(`Loading Pyodide ${manifest.pyodideVersion}`);
+  const { loadPyodide } = await import(indexURL + "pyodide.mjs");
+  const local = !manifest.pyodide.startsWith("http");
+  pyodide = await loadPyodide({
+    indexURL,
+    // A local runtime has no package wheels: NumPy for the wasm backend comes from the CDN.
+    ...(local ? { packageBaseUrl: manifest.pyodideCdn } : {}),
+    stdout: (line) => console.log(line),
+    stderr: (line) => console.warn(line),
+  });
+  status("Installing webgpt2");
+  const sitePackages = pyodide.runPython("import site; site.getsitepackages()[0]");
+  const wheel = await fetchOk(new URL("wheels/" + manifest.webgpt2, here), "webgpt2's wheel");
+  pyodide.unpackArchive(await wheel.arrayBuffer(), "wheel", { extractDir: sitePackages });
+  const code = await (await fetchOk(new URL("session.py", here), "web/session.py")).text();
+  pyodide.FS.writeFile(`${sitePackages}/webgpt2_page.py`, code);
+  status("Starting webgpt2");
+  session = pyodide.pyimport("webgpt2_page");
+  const info = await call("boot", hooks);
+  return {
+    ...info,
+    pyodide: pyodide.version,
+    webgpu: Boolean(self.navigator.gpu),
+    crossOriginIsolated: self.crossOriginIsolated,
+    numpyWheels: manifest.packages,
+    manifest,
+  };
+}
+
+// Call a function of web/session.py through callPromising (JSPI: run_sync works inside).
+async function call(name, ...args) {
+  const fn = session[name];
+  try {
+    const reply = JSON.parse(await fn.callPromising(...args));
+    if (reply && reply.error) {
+      const error = new Error(reply.error.message);
+      error.name = reply.error.type;
+      error.detail = reply.error.detail;
+      throw error;
+    }
+    return reply;
+  } finally {
+    fn.destroy();
+  }
+}
+
+// NumPy for the wasm backend: wheels shipped with the build, else Pyodide's CDN.
+async function ensureNumpy(manifest) {
+  if (pyodide.runPython("import importlib.util; importlib.util.find_spec('numpy') is not None")) {
+    return;
+  }
+  const started = performance.now();
+  status("Loading NumPy for the wasm backend");
+  const errors = [];
+  const names = manifest.packages.length
+    ? manifest.packages.map((name) => new URL("wheels/" + name, here).href)
+    : ["numpy"];
+  await pyodide.loadPackage(names, { errorCallback: (message) => errors.push(message) });
+  if (!pyodide.runPython("import importlib.util; importlib.util.find_spec('numpy') is not None")) {
+    throw new Error("the wasm backend needs NumPy for Pyodide, which could not be loaded " +
+      `(${errors.join("; ") || "no package found"}); build the page with ` +
+      "WEBGPT2_PYODIDE_NUMPY naming a Pyodide NumPy wheel, or use a machine with internet");
+  }
+  console.log(`NumPy loaded in ${(performance.now() - started).toFixed(0)} ms`);
+  await call("backends"); // the wasm backend failed without NumPy: try it again
+}
+
+// ---- checkpoint files into the Pyodide file system, with byte progress ----
+
+async function streamToFile(stream, path, label, total, id) {
+  const file = pyodide.FS.open(path, "w");
+  let loaded = 0;
+  let lastReport = 0;
+  try {
+    const reader = stream.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      pyodide.FS.write(file, value, 0, value.length);
+      loaded += value.length;
+      const now = performance.now();
+      if (now - lastReport > 50) {
+        lastReport = now;
+        self.postMessage({ id, type: "progress", phase: "download", label, loaded, total });
+      }
+    }
+  } finally {
+    pyodide.FS.close(file);
+  }
+  self.postMessage({ id, type: "progress", phase: "download", label, loaded, total: total || loaded });
+  return loaded;
+}
+
+async function download(base, name, folder, id, { optional = false } = {}) {
+  const url = `${base}/${name}`;
+  let response;
+  try {
+    response = await fetch(url);
+  } catch (error) {
+    throw new Error(`cannot reach ${url}: ${error.message} (is the URL right, and does the ` +
+      "server allow cross-origin requests?)");
+  }
+  if (response.status === 404 && optional) return false;
+  if (!response.ok) {
+    throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`.trim());
+  }
+  const total = Number(response.headers.get("Content-Length")) || 0;
+  await streamToFile(response.body, `${folder}/${name}`, name, total, id);
+  return true;
+}
+
+function newFolder() {
+  const folder = `/models/${++modelCount}`;
+  pyodide.FS.mkdirTree(folder);
+  return folder;
+}
+
+function removeOtherFolders(keep) {
+  if (!pyodide.FS.analyzePath("/models").exists) return;
+  for (const name of pyodide.FS.readdir("/models")) {
+    const folder = `/models/${name}`;
+    if (name === "." || name === ".." || folder === keep) continue;
+    for (const file of pyodide.FS.readdir(folder)) {
+      if (file !== "." && file !== "..") pyodide.FS.unlink(`${folder}/${file}`);
+    }
+    pyodide.FS.rmdir(folder);
+  }
+}
+
+// A Hugging Face-style folder URL: config, weights (single or sharded), tokenizer files.
+async function fetchFolder(url, id) {
+  const base = url.replace(/\/+$/, "");
+  const folder = newFolder();
+  await download(base, "config.json", folder, id);
+  if (!(await download(base, "model.safetensors", folder, id, { optional: true }))) {
+    if (!(await download(base, "model.safetensors.index.json", folder, id, { optional: true }))) {
+      throw new Error(`${base}/model.safetensors was not found (HTTP 404), nor a sharded ` +
+        "model.safetensors.index.json; webgpt2 reads safetensors checkpoints only");
+    }
+    const index = JSON.parse(pyodide.FS.readFile(`${folder}/model.safetensors.index.json`,
+      { encoding: "utf8" }));
+    for (const shard of [...new Set(Object.values(index.weight_map || {}))]) {
+      await download(base, shard, folder, id);
+    }
+  }
+  const vocab = await download(base, "vocab.json", folder, id, { optional: true });
+  const merges = await download(base, "merges.txt", folder, id, { optional: true });
+  if (!(vocab && merges) && !(await download(base, "tokenizer.json", folder, id, { optional: true }))) {
+    throw new Error(`${base} has neither vocab.json + merges.txt nor tokenizer.json`);
+  }
+  return folder;
+}
+
+async function copyFiles(files, id) {
+  const names = files.map((f) => f.name);
+  const needed = ["config.json"];
+  if (!names.some((n) => n.endsWith(".safetensors"))) needed.push("model.safetensors");
+  if (!names.includes("tokenizer.json")) needed.push("vocab.json", "merges.txt");
+  const missing = needed.filter((n) => n !== "model.safetensors" && !names.includes(n));
+  if (needed.includes("model.safetensors")) missing.push("model.safetensors");
+  if (missing.length) {
+    throw new Error(`the chosen files lack ${missing.join(", ")}; choose config.json, ` +
+      "model.safetensors, vocab.json and merges.txt (or tokenizer.json) together");
+  }
+  const folder = newFolder();
+  for (const file of files) {
+    await streamToFile(file.stream(), `${folder}/${file.name}`, file.name, file.size, id);
+  }
+  return folder;
+}
+
+// ---- requests ----
+
+const handlers = {
+  async init({ stopBuffer }) {
+    return boot(stopBuffer);
+  },
+  async backends() {
+    return call("backends");
+  },
+  async load({ id, source, backend }) {
+    if (backend === "wasm") await ensureNumpy(manifestOf());
+    let request;
+    if (typeof source === "string" && /^https?:\/\//.test(source)) {
+      request = { folder: await fetchFolder(source, id), label: source };
+    } else if (Array.isArray(source)) {
+      request = { folder: await copyFiles(source, id), label: source.map((f) => f.name).join(", ") };
+    } else if (typeof source === "string") {
+      request = { preset: source };
+    } else {
+      throw new Error("loadModel takes a built-in model name, a folder URL or an array of files");
+    }
+    request.backend = backend;
+    const progress = (phase, loaded, total) => {
+      self.postMessage({ id, type: "progress", phase, label: "weights", loaded, total });
+    };
+    const info = await call("load_model", JSON.stringify(request), progress);
+    removeOtherFolders(request.folder);
+    return info;
+  },
+  async generate({ id, prompt, options }) {
+    const onText = (text, tokenIds, elapsedMs) => {
+      self.postMessage({ id, type: "text", text, tokenIds: JSON.parse(tokenIds), elapsedMs });
+    };
+    return call("generate", prompt, JSON.stringify(options || {}), onText);
+  },
+  async run({ code }) {
+    const result = await pyodide.runPythonAsync(code);
+    const value = result && typeof result.toJs === "function"
+      ? result.toJs({ dict_converter: Object.fromEntries }) : result;
+    if (result && typeof result.destroy === "function") result.destroy();
+    return value;
+  },
+};
+
+let bootInfo = null;
+function manifestOf() {
+  return bootInfo.manifest;
+}
+
+self.onmessage = (event) => {
+  const message = event.data;
+  if (message.type === "stop") {
+    stopRequested = true;
+    return;
+  }
+  // Reset on arrival, not when the call runs: a stop sent after this message must count.
+  // (The page resets the shared flag itself before it sends a generate.)
+  if (message.type === "generate") stopRequested = false;
+  const task = queue.then(async () => {
+    const value = await handlers[message.type](message);
+    if (message.type === "init") bootInfo = value;
+    return value;
+  });
+  queue = task.catch(() => {});
+  task.then(
+    (value) => self.postMessage({ id: message.id, type: "result", value }),
+    (error) => self.postMessage({
+      id: message.id,
+      type: "error",
+      error: { name: error.name || "Error", message: error.message || String(error), detail: error.detail || error.stack || "" },
+    }),
+  );
+};

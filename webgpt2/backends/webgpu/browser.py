@@ -1,0 +1,365 @@
+"""The browser driver: the page's `navigator.gpu` through Pyodide's JavaScript FFI.
+
+WebGPU in a browser is asynchronous (adapters, devices, pipelines and buffer maps are
+promises). `pyodide.ffi.run_sync` (JavaScript Promise Integration) suspends Python until a
+promise settles, so every method here is a plain call and the `webgpu` backend's code is the
+same as on wgpu-py. That needs Python to have been entered through `runPythonAsync` or
+`callPromising` (not `runPython`); the driver says so when it was not.
+
+Uploads cross from Python to JavaScript without a copy: the Python buffer is exposed to
+`queue.writeBuffer` as a view of the WebAssembly heap, and WebGPU copies it during the call.
+GPU errors that surface asynchronously (validation errors of a submission, a lost device)
+are collected as they arrive and raised as `DriverError` from the next call.
+
+Example (inside a Pyodide worker, entered through `callPromising`):
+    >>> from webgpt2.backends.webgpu.browser import BrowserDriver
+    >>> from webgpt2.backends.webgpu.backend import WebGPUBackend
+    >>> backend = WebGPUBackend(driver=BrowserDriver())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from webgpt2.backends.webgpu.driver import (
+    AdapterInfo,
+    Binding,
+    Copy,
+    Dispatch,
+    Driver,
+    DriverError,
+    ShaderError,
+)
+
+# Limits the backend sizes its buffers and kernels by (the same set the native driver asks
+# for): the device requests the adapter's maximum of each, since WebGPU's defaults are far
+# smaller (128 MiB bindings, 256 MiB buffers) than GPT-2's token embedding needs.
+REQUESTED_LIMITS = (
+    "maxBufferSize",
+    "maxStorageBufferBindingSize",
+    "maxComputeWorkgroupStorageSize",
+    "maxComputeInvocationsPerWorkgroup",
+    "maxComputeWorkgroupSizeX",
+    "maxComputeWorkgroupsPerDimension",
+    "maxStorageBuffersPerShaderStage",
+)
+REPORTED_LIMITS = REQUESTED_LIMITS + (
+    "maxUniformBufferBindingSize",
+    "minStorageBufferOffsetAlignment",
+    "minUniformBufferOffsetAlignment",
+)
+OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
+_BIND_GROUP_CACHE_SIZE = 4096
+
+
+def _snake(name: str) -> str:
+    """maxBufferSize -> max_buffer_size (the names AdapterInfo uses on both drivers)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class BrowserDriver(Driver):
+    """A WebGPU device of the page (or of its worker) through Pyodide.
+
+    Example:
+        >>> driver = BrowserDriver()  # doctest: +SKIP
+        >>> driver.info.driver  # doctest: +SKIP
+        'browser'
+    """
+
+    def __init__(self, power_preference: str = "high-performance") -> None:
+        try:
+            import js
+            from pyodide.ffi import (
+                JsException,
+                can_run_sync,
+                create_once_callable,
+                create_proxy,
+                run_sync,
+                to_js,
+            )
+        except ImportError as e:
+            raise DriverError("the browser driver runs only inside Pyodide (no `js` module "
+                              "here); natively, use the wgpu-py driver") from e
+        self._js = js
+        self._JsException = JsException
+        self._run_sync = run_sync
+        self._create_proxy = create_proxy
+        self._to_js = to_js
+        if not can_run_sync():
+            raise DriverError(
+                "WebGPU calls need JavaScript Promise Integration here: enter Python through "
+                "pyodide.runPythonAsync or a function's callPromising, not runPython (and use "
+                "a browser with JSPI, such as Chromium 137 or later)"
+            )
+        gpu = getattr(js.navigator, "gpu", None)
+        if not gpu:
+            raise DriverError(
+                "this browser has no WebGPU (navigator.gpu is undefined); use a recent "
+                "Chromium, Edge or Firefox, served over https or from localhost"
+            )
+        adapter = self._await(gpu.requestAdapter(self._object(
+            {"powerPreference": power_preference})), "requesting a WebGPU adapter")
+        if not adapter:
+            raise DriverError("navigator.gpu.requestAdapter() found no adapter (WebGPU may be "
+                              "disabled or blocklisted for this GPU; see chrome://gpu)")
+        required_limits = {name: getattr(adapter.limits, name) for name in REQUESTED_LIMITS
+                           if getattr(adapter.limits, name, None) is not None}
+        required_features = [f for f in OPTIONAL_FEATURES if adapter.features.has(f)]
+        self._device = self._await(adapter.requestDevice(self._object({
+            "label": "webgpt2",
+            "requiredLimits": required_limits,
+            "requiredFeatures": required_features,
+        })), "requesting a WebGPU device")
+        self._queue = self._device.queue
+        self._lost: str | None = None
+        self._errors: list[str] = []
+        self._device.lost.then(create_once_callable(self._on_lost))
+        self._error_listener = create_proxy(self._on_uncaptured_error)
+        self._device.addEventListener("uncapturederror", self._error_listener)
+
+        adapter_info = getattr(adapter, "info", None)
+        name = ""
+        if adapter_info:
+            parts = [str(getattr(adapter_info, key, "") or "") for key in
+                     ("vendor", "architecture", "device", "description")]
+            name = " ".join(p for p in dict.fromkeys(parts) if p)
+        limits = {_snake(n): int(getattr(self._device.limits, n)) for n in REPORTED_LIMITS
+                  if getattr(self._device.limits, n, None) is not None}
+        self.info = AdapterInfo(
+            name=name or "browser WebGPU adapter",
+            backend_type="browser WebGPU",
+            driver="browser",
+            limits=limits,
+            features=frozenset(f for f in OPTIONAL_FEATURES if self._device.features.has(f)),
+        )
+        usage = js.GPUBufferUsage
+        self._map_read = int(usage.MAP_READ)
+        self._usages = {
+            "storage": usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
+            "uniform": usage.UNIFORM | usage.COPY_DST,
+            "readback": usage.MAP_READ | usage.COPY_DST,
+        }
+        self._modules: dict[str, Any] = {}
+        self._layouts: dict[int, tuple[Any, Any]] = {}
+        # (pipeline, bindings) -> bind group: a decode step repeats the same dispatches on
+        # the same pooled buffers, so after the first steps most bind groups come from here
+        # and a dispatch costs three FFI calls.
+        self._bind_groups: OrderedDict[tuple, tuple[Any, list]] = OrderedDict()
+        self._keys_by_buffer: dict[int, list[tuple]] = {}
+
+    # ---- plumbing ---------------------------------------------------------------------
+    def _object(self, value: dict) -> Any:
+        """A plain JavaScript object (WebGPU descriptors are dictionaries, not Maps)."""
+        return self._to_js(value, dict_converter=self._js.Object.fromEntries)
+
+    def _await(self, promise: Any, doing: str) -> Any:
+        try:
+            return self._run_sync(promise)
+        except self._JsException as e:
+            raise DriverError(f"{doing} failed: {e}") from None
+
+    def _on_lost(self, info: Any) -> None:
+        reason = str(getattr(info, "reason", "") or "unknown")
+        self._lost = f"the WebGPU device was lost ({reason}): {getattr(info, 'message', '')}"
+
+    def _on_uncaptured_error(self, event: Any) -> None:
+        self._errors.append(str(getattr(event.error, "message", event.error)))
+
+    def _check(self) -> None:
+        """Raise what the device reported since the last call (a loss, a failed command)."""
+        if self._lost is not None:
+            raise DriverError(f"{self._lost}; load the model again to get a new device")
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise DriverError("the GPU rejected earlier work: " + "; ".join(errors))
+
+    @property
+    def lost(self) -> bool:
+        """Whether the device is gone (the backend needs a new driver)."""
+        return self._lost is not None
+
+    # ---- buffers ----------------------------------------------------------------------
+    def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
+        self._check()
+        if size % 4:
+            raise ValueError(f"buffer size {size} is not a multiple of 4")
+        if usage not in self._usages:
+            raise ValueError(f"buffer usage {usage!r}; expected one of {sorted(self._usages)}")
+        limit = self.info.limits.get("max_buffer_size", 0)
+        if limit and size > limit:
+            raise DriverError(
+                f"a {size}-byte buffer{' (' + label + ')' if label else ''} exceeds the "
+                f"device's max_buffer_size of {limit} bytes"
+            )
+        try:
+            return self._device.createBuffer(self._object(
+                {"size": max(size, 4), "usage": self._usages[usage], "label": label}))
+        except self._JsException as e:
+            raise DriverError(f"could not create a {size}-byte {usage} buffer: {e}") from None
+
+    def write_buffer(self, buffer: Any, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._check()
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        if view.nbytes % 4 or offset % 4:
+            raise ValueError(f"write_buffer of {view.nbytes} bytes at offset {offset}: both "
+                             "must be multiples of 4")
+        if view.nbytes == 0:
+            return
+        # A view of the WebAssembly heap, valid while the PyBuffer is held; writeBuffer
+        # copies it before returning, so nothing is copied on the Python side.
+        proxy = self._create_proxy(view)
+        heap = proxy.getBuffer("u8")
+        try:
+            self._queue.writeBuffer(buffer, offset, heap.data)
+        except self._JsException as e:
+            raise DriverError(f"write_buffer of {view.nbytes} bytes at offset {offset} "
+                              f"failed: {e}") from None
+        finally:
+            heap.release()
+            proxy.destroy()
+
+    def read_buffer(self, buffer: Any, offset: int, size: int) -> bytes:
+        self._check()
+        if size == 0:
+            return b""
+        if int(buffer.usage) & self._map_read:
+            # A readback buffer is mapped directly; mapAsync wants an offset that is a
+            # multiple of 8 and a size that is a multiple of 4.
+            start = offset - offset % 8
+            staging, owned = buffer, False
+        else:
+            start = offset - offset % 4
+            staging, owned = None, True
+        end = -(-(offset + size) // 4) * 4
+        try:
+            if owned:
+                staging = self._device.createBuffer(self._object(
+                    {"size": end - start, "usage": self._usages["readback"],
+                     "label": "webgpt2 readback"}))
+                encoder = self._device.createCommandEncoder()
+                encoder.copyBufferToBuffer(buffer, start, staging, 0, end - start)
+                self._queue.submit(self._to_js([encoder.finish()]))
+                map_offset = 0
+            else:
+                map_offset = start
+            self._await(staging.mapAsync(self._js.GPUMapMode.READ, map_offset, end - start),
+                        f"reading {size} bytes back from the device")
+            self._check()
+            mapped = self._js.Uint8Array.new(staging.getMappedRange(map_offset, end - start))
+            data = mapped.to_bytes()
+        except self._JsException as e:
+            raise DriverError(f"reading {size} bytes back from the device failed: {e}") from None
+        finally:
+            if staging is not None:
+                if owned:
+                    staging.destroy()
+                elif str(staging.mapState) != "unmapped":
+                    staging.unmap()
+        skip = offset - start
+        return data[skip:skip + size]
+
+    def destroy_buffer(self, buffer: Any) -> None:
+        for key in self._keys_by_buffer.pop(id(buffer), ()):
+            self._bind_groups.pop(key, None)
+        buffer.destroy()
+
+    # ---- pipelines --------------------------------------------------------------------
+    def create_pipeline(self, wgsl: str, entry_point: str, label: str = "") -> Any:
+        self._check()
+        where = f"{label or 'shader'} (entry point {entry_point!r})"
+        module = self._modules.get(wgsl)
+        if module is None:
+            self._device.pushErrorScope("validation")
+            module = self._device.createShaderModule(self._object({"code": wgsl,
+                                                                   "label": label}))
+            info = self._await(module.getCompilationInfo(), f"compiling {where}")
+            scope_error = self._await(self._device.popErrorScope(), f"compiling {where}")
+            errors = [f"line {m.lineNum}:{m.linePos}: {m.message}" for m in info.messages
+                      if str(m.type) == "error"]
+            if errors or scope_error:
+                detail = "\n".join(errors) or str(scope_error.message)
+                raise ShaderError(f"WGSL compile error in {where}:\n{detail}")
+            self._modules[wgsl] = module
+        self._device.pushErrorScope("validation")
+        try:
+            pipeline = self._run_sync(self._device.createComputePipelineAsync(self._object({
+                "label": f"{label}:{entry_point}",
+                "layout": "auto",
+                "compute": {"module": module, "entryPoint": entry_point},
+            })))
+        except self._JsException as e:
+            self._run_sync(self._device.popErrorScope())
+            raise ShaderError(f"compute pipeline for {where} failed to build:\n{e}") from None
+        scope_error = self._await(self._device.popErrorScope(), f"building {where}")
+        if scope_error:
+            raise ShaderError(f"compute pipeline for {where} failed to build:\n"
+                              f"{scope_error.message}")
+        return pipeline
+
+    # ---- work -------------------------------------------------------------------------
+    def _bind_group(self, pipeline: Any, bindings: Sequence[Binding]) -> Any:
+        key = (id(pipeline),) + tuple(
+            (b.binding, id(b.buffer), b.offset, b.size) for b in bindings)
+        cached = self._bind_groups.get(key)
+        if cached is not None:
+            self._bind_groups.move_to_end(key)
+            return cached[0]
+        layout = self._layouts.get(id(pipeline))
+        if layout is None:
+            # The pipeline is kept beside its layout so that its id is not reused.
+            layout = self._layouts[id(pipeline)] = (pipeline.getBindGroupLayout(0), pipeline)
+        entries = []
+        for b in bindings:
+            resource = {"buffer": b.buffer, "offset": b.offset}
+            if b.size is not None:
+                resource["size"] = b.size
+            entries.append({"binding": b.binding, "resource": resource})
+        group = self._device.createBindGroup(self._object({"layout": layout[0],
+                                                           "entries": entries}))
+        # The cache holds the buffers too, so an id in a key is never reused while cached.
+        self._bind_groups[key] = (group, [b.buffer for b in bindings])
+        for b in bindings:
+            self._keys_by_buffer.setdefault(id(b.buffer), []).append(key)
+        if len(self._bind_groups) > _BIND_GROUP_CACHE_SIZE:
+            old_key, (_, buffers) = self._bind_groups.popitem(last=False)
+            for buffer in buffers:
+                keys = self._keys_by_buffer.get(id(buffer))
+                if keys is not None and old_key in keys:
+                    keys.remove(old_key)
+                    if not keys:
+                        del self._keys_by_buffer[id(buffer)]
+        return group
+
+    def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
+        self._check()
+        try:
+            encoder = self._device.createCommandEncoder()
+            compute_pass = None
+            for command in commands:
+                if isinstance(command, Dispatch):
+                    if compute_pass is None:
+                        compute_pass = encoder.beginComputePass()
+                    compute_pass.setPipeline(command.pipeline)
+                    compute_pass.setBindGroup(0, self._bind_group(command.pipeline,
+                                                                  command.bindings))
+                    compute_pass.dispatchWorkgroups(*command.workgroups)
+                elif isinstance(command, Copy):
+                    if compute_pass is not None:
+                        compute_pass.end()
+                        compute_pass = None
+                    encoder.copyBufferToBuffer(command.source, command.source_offset,
+                                               command.destination, command.destination_offset,
+                                               command.size)
+                else:
+                    raise TypeError(f"submit takes Dispatch and Copy commands; got "
+                                    f"{type(command).__name__}")
+            if compute_pass is not None:
+                compute_pass.end()
+            self._queue.submit(self._to_js([encoder.finish()]))
+        except self._JsException as e:
+            raise DriverError(f"submitting {len(commands)} commands failed: {e}") from None

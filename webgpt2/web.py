@@ -1,0 +1,242 @@
+"""Build and serve the demo page (`index.html` and `web/` at the repository's root).
+
+The page runs webgpt2 under Pyodide in a Web Worker. `build()` puts what the worker loads
+into two ignored folders, without touching the internet:
+
+- `web/wheels/`: webgpt2 as a pure-Python wheel (`pip wheel . --no-deps`, shaders included),
+  any extra Pyodide wheels named by `$WEBGPT2_PYODIDE_NUMPY` (a NumPy built for Pyodide: a
+  wheel, or a folder of wheels), and `manifest.json` saying where everything is;
+- `web/pyodide/`: the Pyodide runtime copied from `node_modules/pyodide` (`npm install`); when
+  that is missing the manifest points at the jsDelivr CDN copy of the same version.
+
+`serve()` builds, then serves the repository with `http.server`, sending the headers that make
+the page cross-origin isolated (COOP/COEP), so Stop can use a SharedArrayBuffer.
+
+    python -m webgpt2.web                 # build and serve on http://127.0.0.1:8000/
+    python -m webgpt2.web --build-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import webbrowser
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["PYODIDE_VERSION", "PageRequestHandler", "build", "page_root", "serve", "start_server"]
+
+# The Pyodide release the page is written for (Python 3.14); package.json pins the same one.
+PYODIDE_VERSION = "314.0.7"
+PYODIDE_CDN = f"https://cdn.jsdelivr.net/pyodide/v{PYODIDE_VERSION}/full/"
+# What the worker needs from a Pyodide distribution: the loader, the runtime and the stdlib.
+PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
+                 "pyodide-lock.json")
+NUMPY_ENV = "WEBGPT2_PYODIDE_NUMPY"
+
+
+def page_root() -> Path:
+    """The repository root that holds `index.html` and `web/` (the page is not in the wheel)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "index.html").is_file() or not (root / "web").is_dir():
+        raise FileNotFoundError(
+            f"{root} has no index.html and web/: the demo page ships with the webgpt2 "
+            "repository, not with the installed package; run this from a checkout"
+        )
+    return root
+
+
+def build(root: Path | None = None, *, numpy: str | None = None, quiet: bool = False) -> dict:
+    """Build what the page loads into `web/wheels/` and `web/pyodide/`; return the manifest.
+
+    numpy: a Pyodide NumPy wheel or a folder of Pyodide wheels for the `wasm` backend
+    (default `$WEBGPT2_PYODIDE_NUMPY`; without one the page tries Pyodide's CDN on demand).
+    """
+    root = root or page_root()
+    wheels = root / "web" / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "webgpt2": _build_wheel(root, wheels, quiet).name,
+        "pyodide": _copy_pyodide(root),
+        "pyodideVersion": PYODIDE_VERSION,
+        "pyodideCdn": PYODIDE_CDN,
+        "packages": _copy_extra_wheels(wheels, numpy or os.environ.get(NUMPY_ENV)),
+    }
+    (wheels / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if not quiet:
+        print(f"page built: {manifest}", file=sys.stderr)
+    return manifest
+
+
+def _sources(root: Path) -> list[Path]:
+    files = [root / "pyproject.toml", root / "README.md"]
+    for folder in (root / "webgpt2", root / "shaders"):
+        files += [p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return [f for f in files if f.exists()]
+
+
+def _build_wheel(root: Path, wheels: Path, quiet: bool) -> Path:
+    """webgpt2's wheel, rebuilt only when a source file is newer than the one there."""
+    existing = sorted(wheels.glob("webgpt2-*-py3-none-any.whl"))
+    if len(existing) == 1:
+        built = existing[0].stat().st_mtime
+        if all(f.stat().st_mtime <= built for f in _sources(root)):
+            return existing[0]
+    for old in existing:
+        old.unlink()
+    command = [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-w", str(wheels),
+               "--quiet"]
+    try:
+        import hatchling  # noqa: F401  (building in this environment needs no download)
+
+        command.append("--no-build-isolation")
+    except ImportError:
+        pass
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the webgpt2 wheel failed:\n{result.stdout}{result.stderr}")
+    built = sorted(wheels.glob("webgpt2-*-py3-none-any.whl"))
+    if len(built) != 1:
+        raise RuntimeError(f"pip wheel left {len(built)} webgpt2 wheels in {wheels}")
+    if not quiet:
+        print(f"built {built[0].name} ({built[0].stat().st_size} bytes)", file=sys.stderr)
+    return built[0]
+
+
+def _copy_pyodide(root: Path) -> str:
+    """The Pyodide index URL, relative to `web/`: the local copy, else the CDN."""
+    source = root / "node_modules" / "pyodide"
+    target = root / "web" / "pyodide"
+    if not all((source / name).is_file() for name in PYODIDE_FILES):
+        return PYODIDE_CDN
+    version = json.loads((source / "package.json").read_text()).get("version")
+    if version != PYODIDE_VERSION:
+        raise RuntimeError(f"node_modules/pyodide is {version}; the page needs "
+                           f"{PYODIDE_VERSION} (run `npm install`)")
+    target.mkdir(exist_ok=True)
+    for name in PYODIDE_FILES:
+        src, dst = source / name, target / name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size or \
+                dst.stat().st_mtime < src.stat().st_mtime:
+            shutil.copy2(src, dst)
+    return "pyodide/"
+
+
+def _copy_extra_wheels(wheels: Path, spec: str | None) -> list[str]:
+    """Copy the Pyodide wheels named by spec (a wheel or a folder of them) next to webgpt2's."""
+    for old in wheels.glob("*.whl"):
+        if not old.name.startswith("webgpt2-"):
+            old.unlink()
+    if not spec:
+        return []
+    path = Path(spec)
+    found = sorted(path.glob("*.whl")) if path.is_dir() else [path]
+    if not found or not all(p.is_file() and p.suffix == ".whl" for p in found):
+        raise FileNotFoundError(f"{NUMPY_ENV}={spec!r}: expected a .whl file or a folder of them")
+    for wheel in found:
+        shutil.copy2(wheel, wheels / wheel.name)
+    return [p.name for p in found]
+
+
+class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files from the page root, plus `mounts` (URL prefix -> folder), with the headers
+    that make the page cross-origin isolated and keep browsers from caching stale builds."""
+
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".wasm": "application/wasm",
+        ".whl": "application/zip",
+        ".json": "application/json",
+        ".safetensors": "application/octet-stream",
+    }
+
+    def __init__(self, *args, mounts: Mapping[str, Path] | None = None, quiet: bool = True,
+                 isolated: bool = True, **kwargs) -> None:
+        self.mounts = dict(mounts or {})
+        self.quiet = quiet
+        self.isolated = isolated
+        super().__init__(*args, **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0].split("#", 1)[0]
+        for prefix, folder in self.mounts.items():
+            prefix = "/" + prefix.strip("/") + "/"
+            if clean.startswith(prefix):
+                relative = clean[len(prefix):]
+                resolved = (Path(folder) / relative).resolve()
+                if Path(folder).resolve() in resolved.parents:
+                    return str(resolved)
+                return str(Path(folder) / "__outside__")
+        return super().translate_path(path)
+
+    def end_headers(self) -> None:
+        if self.isolated:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cross-Origin-Resource-Policy", "cross-origin")
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def start_server(host: str = "127.0.0.1", port: int = 0, *, root: Path | None = None,
+                 mounts: Mapping[str, Path] | None = None, quiet: bool = True,
+                 isolated: bool = True) -> http.server.ThreadingHTTPServer:
+    """Serve the page from a background thread; port 0 picks a free one (`server.server_port`).
+    isolated=False leaves out the COOP/COEP headers (as a plain static host would), so the
+    page runs without SharedArrayBuffer. Stop it with `server.shutdown()`."""
+    handler = functools.partial(PageRequestHandler, directory=str(root or page_root()),
+                                mounts=mounts, quiet=quiet, isolated=isolated)
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="webgpt2-page", daemon=True).start()
+    return server
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, open_browser: bool = False) -> None:
+    """Build the page's files, then serve the page until interrupted (Ctrl-C)."""
+    root = page_root()
+    build(root)
+    server = start_server(host, port, root=root, quiet=False)
+    url = f"http://{host}:{server.server_port}/"
+    print(f"webgpt2 page: {url}  (Ctrl-C to stop)", file=sys.stderr)
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m webgpt2.web", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--open", action="store_true", help="open the page in a browser")
+    parser.add_argument("--build-only", action="store_true", help="build web/wheels and exit")
+    args = parser.parse_args(argv)
+    if args.build_only:
+        build()
+    else:
+        serve(args.host, args.port, args.open)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
