@@ -24,11 +24,7 @@ from browser_util import (
     record_generation,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(missing_requirements() is not None,
-                       reason=missing_requirements() or "browser requirements are present"),
-]
+pytestmark = pytest.mark.browser
 
 ARTIFACTS = ROOT / "test-artifacts"
 NUMPY_ENV = "WEBGPT2_PYODIDE_NUMPY"
@@ -56,6 +52,9 @@ def site(tiny_checkpoint, small_checkpoint, truncated_checkpoint):
 
 @pytest.fixture(scope="module")
 def browser():
+    reason = missing_requirements()
+    if reason:
+        pytest.skip(reason)
     with chromium() as context:
         yield context
 
@@ -105,6 +104,32 @@ def rejection(page, script: str, arg=None) -> str:
     """The message of the error a promise-returning script rejects with."""
     return page.evaluate(f"async (arg) => {{ try {{ await ({script}); return null; }} "
                          "catch (e) { return e.message; } }", arg)
+
+
+def test_server_sends_isolation_headers_and_serves_mounts(tiny_checkpoint):
+    import urllib.error
+    import urllib.request
+
+    with page_server({"ckpt/tiny": tiny_checkpoint}) as url:
+        with urllib.request.urlopen(url) as response:
+            assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+            assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+            assert b'src="web/app.js"' in response.read()
+        with urllib.request.urlopen(url + "web/wheels/manifest.json") as response:
+            manifest = json.load(response)
+        assert manifest["webgpt2"].endswith("-py3-none-any.whl")
+        if not manifest["pyodide"].startswith("http"):
+            with urllib.request.urlopen(url + "web/pyodide/pyodide.asm.wasm") as response:
+                assert response.headers["Content-Type"] == "application/wasm"
+        with urllib.request.urlopen(url + "ckpt/tiny/config.json") as response:
+            assert json.load(response)["n_layer"] == 2
+        for outside in ("ckpt/tiny/../../pyproject.toml", "ckpt/tiny/%2e%2e/small-6l/stamp"):
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(url + outside)
+            assert error.value.code == 404
+    with page_server(isolated=False) as url:
+        with urllib.request.urlopen(url) as response:
+            assert "Cross-Origin-Embedder-Policy" not in response.headers
 
 
 def test_page_boots_and_reports_webgpu(page):

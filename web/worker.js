@@ -128,6 +128,8 @@ async function ensureNumpy(manifest) {
 
 async function streamToFile(stream, path, label, total, id) {
   const file = pyodide.FS.open(path, "w");
+  // Sizing the file once spares MEMFS from growing (and copying) it chunk by chunk.
+  if (total) pyodide.FS.ftruncate(file.fd, total);
   let loaded = 0;
   let lastReport = 0;
   try {
@@ -146,7 +148,10 @@ async function streamToFile(stream, path, label, total, id) {
   } finally {
     pyodide.FS.close(file);
   }
-  self.postMessage({ id, type: "progress", phase: "download", label, loaded, total: total || loaded });
+  if (loaded < total) {
+    throw new Error(`the download of ${label} was cut off: got ${loaded} of ${total} bytes`);
+  }
+  self.postMessage({ id, type: "progress", phase: "download", label, loaded, total: loaded });
   return loaded;
 }
 
@@ -174,11 +179,13 @@ function newFolder() {
   return folder;
 }
 
-function removeOtherFolders(keep) {
+// Once a model is loaded its files are not needed (the weights are on the backend, in the
+// WebAssembly heap or on the GPU, never in these JavaScript-side MEMFS buffers): free them.
+function removeModelFolders() {
   if (!pyodide.FS.analyzePath("/models").exists) return;
   for (const name of pyodide.FS.readdir("/models")) {
     const folder = `/models/${name}`;
-    if (name === "." || name === ".." || folder === keep) continue;
+    if (name === "." || name === "..") continue;
     for (const file of pyodide.FS.readdir(folder)) {
       if (file !== "." && file !== "..") pyodide.FS.unlink(`${folder}/${file}`);
     }
@@ -239,23 +246,25 @@ const handlers = {
   },
   async load({ id, source, backend }) {
     if (backend === "wasm") await ensureNumpy(manifestOf());
-    let request;
-    if (typeof source === "string" && /^https?:\/\//.test(source)) {
-      request = { folder: await fetchFolder(source, id), label: source };
-    } else if (Array.isArray(source)) {
-      request = { folder: await copyFiles(source, id), label: source.map((f) => f.name).join(", ") };
-    } else if (typeof source === "string") {
-      request = { preset: source };
-    } else {
-      throw new Error("loadModel takes a built-in model name, a folder URL or an array of files");
+    try {
+      let request;
+      if (typeof source === "string" && /^https?:\/\//.test(source)) {
+        request = { folder: await fetchFolder(source, id), label: source };
+      } else if (Array.isArray(source)) {
+        request = { folder: await copyFiles(source, id), label: source.map((f) => f.name).join(", ") };
+      } else if (typeof source === "string") {
+        request = { preset: source };
+      } else {
+        throw new Error("loadModel takes a built-in model name, a folder URL or an array of files");
+      }
+      request.backend = backend;
+      const progress = (phase, loaded, total) => {
+        self.postMessage({ id, type: "progress", phase, label: "weights", loaded, total });
+      };
+      return await call("load_model", JSON.stringify(request), progress);
+    } finally {
+      removeModelFolders();
     }
-    request.backend = backend;
-    const progress = (phase, loaded, total) => {
-      self.postMessage({ id, type: "progress", phase, label: "weights", loaded, total });
-    };
-    const info = await call("load_model", JSON.stringify(request), progress);
-    removeOtherFolders(request.folder);
-    return info;
   },
   async generate({ id, prompt, options }) {
     const onText = (text, tokenIds, elapsedMs) => {

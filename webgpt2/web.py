@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 import webbrowser
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,12 +85,16 @@ def _sources(root: Path) -> list[Path]:
 
 
 def _build_wheel(root: Path, wheels: Path, quiet: bool) -> Path:
-    """webgpt2's wheel, rebuilt only when a source file is newer than the one there."""
+    """webgpt2's wheel, rebuilt only when a source file was added, removed or changed."""
     existing = sorted(wheels.glob("webgpt2-*-py3-none-any.whl"))
-    if len(existing) == 1:
-        built = existing[0].stat().st_mtime
-        if all(f.stat().st_mtime <= built for f in _sources(root)):
-            return existing[0]
+    stamp_file = wheels / ".webgpt2-sources"
+    digest = hashlib.sha256()
+    for f in sorted(_sources(root)):
+        info = f.stat()
+        digest.update(f"{f.relative_to(root)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    stamp = digest.hexdigest()
+    if len(existing) == 1 and stamp_file.is_file() and stamp_file.read_text() == stamp:
+        return existing[0]
     for old in existing:
         old.unlink()
     command = [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-w", str(wheels),
@@ -105,6 +111,7 @@ def _build_wheel(root: Path, wheels: Path, quiet: bool) -> Path:
     built = sorted(wheels.glob("webgpt2-*-py3-none-any.whl"))
     if len(built) != 1:
         raise RuntimeError(f"pip wheel left {len(built)} webgpt2 wheels in {wheels}")
+    stamp_file.write_text(stamp)
     if not quiet:
         print(f"built {built[0].name} ({built[0].stat().st_size} bytes)", file=sys.stderr)
     return built[0]
@@ -171,7 +178,7 @@ class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
         for prefix, folder in self.mounts.items():
             prefix = "/" + prefix.strip("/") + "/"
             if clean.startswith(prefix):
-                relative = clean[len(prefix):]
+                relative = urllib.parse.unquote(clean[len(prefix):], errors="surrogatepass")
                 resolved = (Path(folder) / relative).resolve()
                 if Path(folder).resolve() in resolved.parents:
                     return str(resolved)
