@@ -176,6 +176,14 @@ def test_browser_driver_runs_kernels_and_reports_errors(page):
         d.write_buffer(a, 0, struct.pack("<f", 4.0))
         d.submit([Dispatch(pipeline, [Binding(0, a), Binding(1, out, 256, 40)], (1, 1, 1))])
         result["cached_bind_group"] = struct.unpack("<f", d.read_buffer(out, 256, 4))
+        if "subgroups" in d.info.features:  # the driver adds the `enable subgroups;` Tint needs
+            sg = d.create_pipeline("""
+            @group(0) @binding(0) var<storage, read_write> lanes: array<f32>;
+            @compute @workgroup_size(64)
+            fn main(@builtin(local_invocation_index) i: u32) { lanes[i] = subgroupAdd(1.0); }
+            """, "main", "subgroups")
+            d.submit([Dispatch(sg, [Binding(0, a)], (1, 1, 1))])
+            result["subgroup_size"] = struct.unpack("<f", d.read_buffer(a, 0, 4))[0]
         try:
             d.create_pipeline("fn main( {", "main", "broken")
         except ShaderError as e:
@@ -200,6 +208,7 @@ def test_browser_driver_runs_kernels_and_reports_errors(page):
     assert result["mapped"] == [3.0, 101.0]
     assert result["untouched"] == [0.0]
     assert result["cached_bind_group"] == [9.0]  # a[0] became 4 before the second dispatch
+    assert result.get("subgroup_size", 4.0) in (4.0, 8.0, 16.0, 32.0, 64.0)
     assert "WGSL compile error in broken" in result["shader_error"]
     assert "line 1:" in result["shader_error"]
     assert "nowhere" in result["entry_error"]

@@ -8,7 +8,9 @@ same as on wgpu-py. That needs Python to have been entered through `runPythonAsy
 
 Uploads cross from Python to JavaScript without a copy: the Python buffer is exposed to
 `queue.writeBuffer` as a view of the WebAssembly heap, and WebGPU copies it during the call.
-GPU errors that surface asynchronously (validation errors of a submission, a lost device)
+Shaders that use subgroups (or f16) get the `enable` directive browsers require, which
+wgpu-py's naga refuses, so one WGSL source serves both drivers. GPU errors that surface
+asynchronously (validation errors of a submission, a lost device)
 are collected as they arrive and raised as `DriverError` from the next call.
 
 Example (inside a Pyodide worker, entered through `callPromising`):
@@ -53,6 +55,25 @@ REPORTED_LIMITS = REQUESTED_LIMITS + (
 )
 OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 _BIND_GROUP_CACHE_SIZE = 4096
+
+
+# WGSL that uses an optional feature must say `enable <feature>;` (Tint, in browsers, insists);
+# wgpu-py's naga rejects the directive, so the backend's shaders leave it out and this driver
+# adds it when the device has the feature and the source uses it.
+_FEATURE_USES = {
+    "subgroups": re.compile(r"\bsubgroup[A-Z]\w*\s*\(|\bsubgroup_(?:size|invocation_id)\b"),
+    "f16": re.compile(r"\bf16\b|\bvec[234]h\b"),
+}
+_DEVICE_FEATURE = {"subgroups": "subgroups", "f16": "shader-f16"}
+
+
+def _with_enables(wgsl: str, features: frozenset[str]) -> str:
+    """wgsl with the `enable` directives its feature uses need (and the device allows),
+    put on its first line so that compile errors keep their line numbers."""
+    enables = [name for name, use in _FEATURE_USES.items()
+               if _DEVICE_FEATURE[name] in features and use.search(wgsl)
+               and not re.search(rf"^\s*enable\s+[^;]*\b{name}\b", wgsl, re.MULTILINE)]
+    return "".join(f"enable {name}; " for name in enables) + wgsl
 
 
 def _snake(name: str) -> str:
@@ -275,7 +296,8 @@ class BrowserDriver(Driver):
         module = self._modules.get(wgsl)
         if module is None:
             self._device.pushErrorScope("validation")
-            module = self._device.createShaderModule(self._object({"code": wgsl,
+            code = _with_enables(wgsl, self.info.features)
+            module = self._device.createShaderModule(self._object({"code": code,
                                                                    "label": label}))
             info = self._await(module.getCompilationInfo(), f"compiling {where}")
             scope_error = self._await(self._device.popErrorScope(), f"compiling {where}")
