@@ -227,12 +227,14 @@ def test_greedy_tokens_match_cpu(page, tiny_cpu):
     assert result["timings"]["timeToFirstTokenMs"] > 0
 
 
-def test_seeded_top_k_tokens_match_cpu(page, tiny_cpu):
-    native = record_generation(tiny_cpu, PROMPT, 32, "top_k", seed=7, k=8, temperature=1.0)
+@pytest.mark.parametrize("sampler, options", [("top_k", {"k": 8}), ("top_p", {"p": 0.9})])
+def test_seeded_sampling_tokens_match_cpu(page, tiny_cpu, sampler, options):
+    native = record_generation(tiny_cpu, PROMPT, 32, sampler, seed=7, temperature=1.0,
+                               **options)
     expected, text = native["tokenIds"], native["text"]
     load(page, "tiny")
-    result = generate(page, PROMPT, maxNewTokens=32, sampler="top_k", k=8, temperature=1.0,
-                      seed=7)
+    result = generate(page, PROMPT, maxNewTokens=32, sampler=sampler, temperature=1.0, seed=7,
+                      **options)
     assert result["tokenIds"] == expected
     assert result["text"] == text
     assert len(set(expected)) > 4  # the draw really varies, so the match means something

@@ -8,10 +8,10 @@ same as on wgpu-py. That needs Python to have been entered through `runPythonAsy
 
 Uploads cross from Python to JavaScript without a copy: the Python buffer is exposed to
 `queue.writeBuffer` as a view of the WebAssembly heap, and WebGPU copies it during the call.
-Shaders that use subgroups (or f16) get the `enable` directive browsers require, which
-wgpu-py's naga refuses, so one WGSL source serves both drivers. GPU errors that surface
-asynchronously (validation errors of a submission, a lost device)
-are collected as they arrive and raised as `DriverError` from the next call.
+Shaders that use subgroups (or f16) get the `enable` directive browsers require and wgpu-py's
+naga refuses, so one WGSL source serves both drivers. GPU errors that surface asynchronously
+(validation errors of a submission, a lost device) are collected as they arrive and raised as
+`DriverError` from the next call.
 
 Example (inside a Pyodide worker, entered through `callPromising`):
     >>> from webgpt2.backends.webgpu.browser import BrowserDriver
