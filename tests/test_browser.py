@@ -119,8 +119,10 @@ def test_server_sends_isolation_headers_and_serves_mounts(tiny_checkpoint):
             manifest = json.load(response)
         assert manifest["webgpt2"].endswith("-py3-none-any.whl")
         if not manifest["pyodide"].startswith("http"):
-            with urllib.request.urlopen(url + "web/pyodide/pyodide.asm.wasm") as response:
+            wasm = url + "web/" + manifest["pyodide"] + "pyodide.asm.wasm"
+            with urllib.request.urlopen(wasm) as response:
                 assert response.headers["Content-Type"] == "application/wasm"
+                assert "immutable" in response.headers["Cache-Control"]
         with urllib.request.urlopen(url + "ckpt/tiny/config.json") as response:
             assert json.load(response)["n_layer"] == 2
         for outside in ("ckpt/tiny/../../pyproject.toml", "ckpt/tiny/%2e%2e/small-6l/stamp"):
