@@ -59,15 +59,20 @@ def main() -> int:
     folders = {name: checkpoint(name, *CHECKPOINTS[name]) for name in ("tiny-2l", "small-6l")}
     mounts = {f"ckpt/{name}": folder for name, folder in folders.items()}
     with page_server(mounts) as url, chromium() as context:
-        page = context.new_page()
-        start = time.perf_counter()
-        page.goto(url)
-        page.wait_for_selector("body[data-ready=true]", timeout=BOOT_TIMEOUT_MS)
-        ready_ms = (time.perf_counter() - start) * 1000
+        ready_ms = []
+        for _ in range(2):  # a first visit, then one with Pyodide in the browser's cache
+            page = context.new_page()
+            start = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]", timeout=BOOT_TIMEOUT_MS)
+            ready_ms.append((time.perf_counter() - start) * 1000)
+            if len(ready_ms) == 1:
+                page.close()
         info = page.evaluate("webgpt2.ready")
         print(f"page: Chromium headless, {info['backends']} (Pyodide {info['pyodide']}, "
               f"Python {info['python']})")
-        print(f"  navigation -> ready: {ready_ms:.0f} ms (fresh profile, local Pyodide)")
+        print(f"  navigation -> ready: {ready_ms[0]:.0f} ms first visit (fresh profile, local "
+              f"Pyodide), {ready_ms[1]:.0f} ms second visit (Pyodide cached)")
         print(f"greedy, {len(PROMPT.split())}-word prompt, {args.new_tokens} new tokens, "
               f"{args.rounds} rounds interleaved page / native, medians")
         for name, folder in folders.items():
