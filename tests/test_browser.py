@@ -125,7 +125,8 @@ def test_server_sends_isolation_headers_and_serves_mounts(tiny_checkpoint):
                 assert "immutable" in response.headers["Cache-Control"]
         with urllib.request.urlopen(url + "ckpt/tiny/config.json") as response:
             assert json.load(response)["n_layer"] == 2
-        for outside in ("ckpt/tiny/../../pyproject.toml", "ckpt/tiny/%2e%2e/small-6l/stamp"):
+        for outside in ("ckpt/tiny/../../pyproject.toml", "ckpt/tiny/%2e%2e/small-6l/stamp",
+                        "pyproject.toml", ".git/config", "web/../README.md"):
             with pytest.raises(urllib.error.HTTPError) as error:
                 urllib.request.urlopen(url + outside)
             assert error.value.code == 404

@@ -155,8 +155,9 @@ def _copy_extra_wheels(wheels: Path, spec: str | None) -> list[str]:
 
 
 class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files from the page root, plus `mounts` (URL prefix -> folder), with the headers
-    that make the page cross-origin isolated and keep browsers from caching stale builds."""
+    """The page (`index.html` and `web/`; nothing else of the repository), plus `mounts`
+    (URL prefix -> folder), with the headers that make the page cross-origin isolated and keep
+    browsers from caching stale builds."""
 
     extensions_map = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,
@@ -185,7 +186,14 @@ class PageRequestHandler(http.server.SimpleHTTPRequestHandler):
                 if Path(folder).resolve() in resolved.parents:
                     return str(resolved)
                 return str(Path(folder) / "__outside__")
-        return super().translate_path(path)
+        translated = super().translate_path(path)
+        # Only the page is public: not the rest of the repository (.git, caches, sources).
+        root = Path(self.directory).resolve()
+        public = (root / "index.html", root / "web")
+        target = Path(translated).resolve()
+        if target == root or any(target == p or p in target.parents for p in public):
+            return translated
+        return str(root / "web" / "__not_public__")
 
     def end_headers(self) -> None:
         if self.isolated:
