@@ -1,0 +1,131 @@
+// attention: causal multi-head attention through the KV cache.
+//   kv_write: cache[b, layer, 0|1, start + s, :] = keys | values of qkv[b, s] (qkv is
+//     [B, S, 3H]: queries, keys, values). One invocation per written value; 256 per workgroup.
+//   attend: out[b, s, h*hd:(h+1)*hd] = softmax(q . K^T / sqrt(hd)) V over cache positions
+//     0..start+s of head h, with an online (running max) softmax over chunks of 64 keys so
+//     the cache length is not limited by workgroup memory. One workgroup of 64 invocations
+//     per (s, h, b): an invocation scores one key of each chunk and accumulates output
+//     dimensions lid, lid+64, lid+128, lid+192 (head size <= 256).
+// The cache is [B, L, 2, T, nh, hd] float32; the bound window starts at batch `batch_first`
+// (its element offset of (batch_first, layer, 0, 0) is `cache_offset`), `batch_stride`
+// elements apart.
+// Bindings: 0 uniform Params, 1 qkv (f32), 2 cache (f32, read_write for kv_write, read for
+// attend), 3 out (f32).
+// Workgroups are flattened over x and y.
+
+struct Params {
+    batch: u32,         // batch rows in this dispatch
+    seq_len: u32,       // S
+    hidden: u32,        // H
+    heads: u32,         // nh
+    head_dim: u32,      // hd
+    max_length: u32,    // T
+    start: u32,         // cache_update_index
+    batch_stride: u32,  // L * 2 * T * H
+    qkv_offset: u32,
+    cache_offset: u32,
+    out_offset: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn kv_write(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
+    let two_h = 2u * p.hidden;
+    if (i >= p.batch * p.seq_len * two_h) {
+        return;
+    }
+    let row = i / two_h;           // b * S + s
+    let e = i % two_h;             // key values first, then value values
+    let b = row / p.seq_len;
+    let s = row % p.seq_len;
+    let kv = e / p.hidden;
+    let c = e % p.hidden;
+    let destination = p.cache_offset + b * p.batch_stride + (kv * p.max_length + p.start + s) * p.hidden + c;
+    cache[destination] = qkv[p.qkv_offset + row * 3u * p.hidden + p.hidden + e];
+}
+
+const CHUNK: u32 = 64u;
+const LOWEST: f32 = -3.0e38;
+var<workgroup> query: array<f32, 256>;
+var<workgroup> weights: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let flat = wid.y * nwg.x + wid.x;
+    let s = flat % p.seq_len;
+    let h = (flat / p.seq_len) % p.heads;
+    let b = flat / (p.seq_len * p.heads);
+    if (b >= p.batch) {
+        return;
+    }
+    let hd = p.head_dim;
+    let row = b * p.seq_len + s;
+    let q_base = p.qkv_offset + row * 3u * p.hidden + h * hd;
+    for (var d = lid; d < hd; d += CHUNK) {
+        query[d] = qkv[q_base + d];
+    }
+    workgroupBarrier();
+    let position = p.start + s;
+    let k_base = p.cache_offset + b * p.batch_stride + h * hd;
+    let v_base = k_base + p.max_length * p.hidden;
+    var running_max = LOWEST;
+    var running_sum = 0.0;
+    var acc = vec4<f32>(0.0);  // output dimensions lid + 64 * i
+    for (var first = 0u; first <= position; first += CHUNK) {
+        let count = min(CHUNK, position + 1u - first);
+        var score = LOWEST;
+        if (lid < count) {
+            let key = k_base + (first + lid) * p.hidden;
+            var dot = 0.0;
+            for (var d = 0u; d < hd; d++) {
+                dot += query[d] * cache[key + d];
+            }
+            score = dot * p.scale;
+        }
+        weights[lid] = score;
+        workgroupBarrier();
+        var chunk_max = LOWEST;
+        for (var j = 0u; j < count; j++) {
+            chunk_max = max(chunk_max, weights[j]);
+        }
+        let new_max = max(running_max, chunk_max);
+        let rescale = exp(running_max - new_max);
+        workgroupBarrier();
+        weights[lid] = select(0.0, exp(score - new_max), lid < count);
+        workgroupBarrier();
+        var chunk_sum = 0.0;
+        var chunk_acc = vec4<f32>(0.0);
+        for (var j = 0u; j < count; j++) {
+            let wj = weights[j];
+            chunk_sum += wj;
+            let value = v_base + (first + j) * p.hidden;
+            for (var i = 0u; i < 4u; i++) {
+                let d = lid + i * CHUNK;
+                if (d < hd) {
+                    chunk_acc[i] += wj * cache[value + d];
+                }
+            }
+        }
+        running_sum = running_sum * rescale + chunk_sum;
+        acc = acc * rescale + chunk_acc;
+        running_max = new_max;
+        workgroupBarrier();
+    }
+    let out_base = p.out_offset + row * p.hidden + h * hd;
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + i * CHUNK;
+        if (d < hd) {
+            out[out_base + d] = acc[i] / running_sum;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+// linear_subgroups: the decode (small M) kernel of linear.wgsl for devices with the
+// "subgroups" feature and subgroups of at least 8 invocations. Same Params, bindings and
+// results as linear.wgsl's matvec; the line below makes the loader prepend linear.wgsl.
+//!include linear.wgsl
+// matvec_subgroups_f32 / matvec_subgroups_f16: 8 consecutive invocations (a lane group
+// inside one subgroup) share four adjacent W rows: each reads every 8th vec4 word of the
+// four rows, so a lane group streams contiguous memory and loads each x vector once for four
+// rows; the partial sums meet through subgroupShuffleXor over lanes 4, 2, 1, which stays
+// inside the aligned group of 8. Rows must be whole words (K a multiple of 4 for f32, of 8
+// for f16) and x rows start on a vec4 boundary; other shapes use linear.wgsl's matvec. One short loop per entry point:
+// lavapipe runs these about 1.5x faster than one kernel that branches between the two.
+// Workgroup: 64 invocations = 8 lane groups = 32 output columns; flattened over x and y.
+
+const ROWS: u32 = 4u;  // W rows per lane group
+
+fn lane_group_sum(v: f32) -> f32 {
+    var s = v + subgroupShuffleXor(v, 4u);
+    s += subgroupShuffleXor(s, 2u);
+    return s + subgroupShuffleXor(s, 1u);
+}
+
+fn horizontal(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// The first of this lane group's rows.
+fn first_row(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 8u * ROWS + (lid >> 3u) * ROWS;
+}
+
+// Lane 0 writes the four rows' results (every lane took part in the shuffles, so rows past
+// N were clamped, not skipped).
+fn finish_rows(lane: u32, m: u32, n: u32, a0: vec4<f32>, a1: vec4<f32>,
+               a2: vec4<f32>, a3: vec4<f32>) {
+    let s = vec4<f32>(lane_group_sum(horizontal(a0)), lane_group_sum(horizontal(a1)),
+                      lane_group_sum(horizontal(a2)), lane_group_sum(horizontal(a3)));
+    if (lane == 0u) {
+        for (var r = 0u; r < ROWS; r++) {
+            if (n + r < p.n) {
+                finish(m, n + r, s[r]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn matvec_subgroups_f32(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let lane = lid & 7u;
+    let n = first_row(wid, nwg, lid);
+    let last = p.n - 1u;
+    let w0 = min(n, last) * p.w_stride;
+    let w1 = min(n + 1u, last) * p.w_stride;
+    let w2 = min(n + 2u, last) * p.w_stride;
+    let w3 = min(n + 3u, last) * p.w_stride;
+    let words = p.k >> 2u;
+    for (var m = 0u; m < p.m; m++) {
+        let xb = p.x_offset + m * p.k;
+        let xv = xb >> 2u;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        for (var i = lane; i < words; i += 8u) {
+            let xi = x[xv + i];
+            a0 += bitcast<vec4<f32>>(w[w0 + i]) * xi;
+            a1 += bitcast<vec4<f32>>(w[w1 + i]) * xi;
+            a2 += bitcast<vec4<f32>>(w[w2 + i]) * xi;
+            a3 += bitcast<vec4<f32>>(w[w3 + i]) * xi;
+        }
+        finish_rows(lane, m, n, a0, a1, a2, a3);
+    }
+}
+
+@compute @workgroup_size(64)
+fn matvec_subgroups_f16(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let lane = lid & 7u;
+    let n = first_row(wid, nwg, lid);
+    let last = p.n - 1u;
+    let w0 = min(n, last) * p.w_stride;
+    let w1 = min(n + 1u, last) * p.w_stride;
+    let w2 = min(n + 2u, last) * p.w_stride;
+    let w3 = min(n + 3u, last) * p.w_stride;
+    let words = p.k >> 3u;
+    for (var m = 0u; m < p.m; m++) {
+        let xb = p.x_offset + m * p.k;
+        let xv = xb >> 2u;
+        var a0 = vec4<f32>(0.0);
+        var a1 = vec4<f32>(0.0);
+        var a2 = vec4<f32>(0.0);
+        var a3 = vec4<f32>(0.0);
+        for (var i = lane; i < words; i += 8u) {
+            let lo = x[xv + 2u * i];
+            let hi = x[xv + 2u * i + 1u];
+            let q0 = w[w0 + i];
+            a0 += vec4<f32>(unpack2x16float(q0.x), unpack2x16float(q0.y)) * lo
+                + vec4<f32>(unpack2x16float(q0.z), unpack2x16float(q0.w)) * hi;
+            let q1 = w[w1 + i];
+            a1 += vec4<f32>(unpack2x16float(q1.x), unpack2x16float(q1.y)) * lo
+                + vec4<f32>(unpack2x16float(q1.z), unpack2x16float(q1.w)) * hi;
+            let q2 = w[w2 + i];
+            a2 += vec4<f32>(unpack2x16float(q2.x), unpack2x16float(q2.y)) * lo
+                + vec4<f32>(unpack2x16float(q2.z), unpack2x16float(q2.w)) * hi;
+            let q3 = w[w3 + i];
+            a3 += vec4<f32>(unpack2x16float(q3.x), unpack2x16float(q3.y)) * lo
+                + vec4<f32>(unpack2x16float(q3.z), unpack2x16float(q3.w)) * hi;
+        }
+        finish_rows(lane, m, n, a0, a1, a2, a3);
+    }
+}
+
+// probe_lane_groups: y[i] = the sum of i's lane group's invocation indices plus p.m (0), which
+// the backend checks once to learn whether lane groups work on this device.
+@compute @workgroup_size(64)
+fn probe_lane_groups(@builtin(local_invocation_index) lid: u32) {
+    y[lid] = lane_group_sum(f32(lid)) + f32(p.m);
+}

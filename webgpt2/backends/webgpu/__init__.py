@@ -1,0 +1,6 @@
+"""The `webgpu` backend: WGSL kernels on WebGPU (wgpu-py natively, navigator.gpu in a page)."""
+
+from webgpt2.backends.webgpu.backend import WebGPUBackend, WebGPUTensor, load_shader
+from webgpt2.backends.webgpu.driver import DriverError, ShaderError
+
+__all__ = ["DriverError", "ShaderError", "WebGPUBackend", "WebGPUTensor", "load_shader"]
