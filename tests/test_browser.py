@@ -100,6 +100,15 @@ def fill_form(page, url: str, prompt: str, sampler: str = "greedy", max_new_toke
     page.fill("#prompt", prompt)
 
 
+def wait_for_ui(page, condition: str, timeout: int = 120_000) -> None:
+    """Wait until the JavaScript condition holds; fail at once, with its message, if the
+    page's error panel appears instead."""
+    page.wait_for_function(f"({condition}) || !document.querySelector('#error-panel').hidden",
+                           timeout=timeout)
+    if page.is_visible("#error-panel"):
+        raise AssertionError("the page shows an error: " + page.inner_text("#error-message"))
+
+
 def rejection(page, script: str, arg=None) -> str:
     """The message of the error a promise-returning script rejects with."""
     return page.evaluate(f"async (arg) => {{ try {{ await ({script}); return null; }} "
@@ -263,12 +272,10 @@ def test_streamed_pieces_arrive_in_order(page):
 def test_stop_cancels_a_generation_and_the_next_one_works(page, site):
     fill_form(page, site + "ckpt/tiny", "ROMEO:", "top_k", max_new_tokens=120, seed="5")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#output-text').textContent.length > 0",
-                           timeout=120_000)
+    wait_for_ui(page, "document.querySelector('#output-text').textContent.length > 0")
     assert page.is_enabled("#stop")
     page.click("#stop")
-    page.wait_for_function("document.querySelector('#stats').textContent.includes('stopped')",
-                           timeout=60_000)
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('stopped')")
     stats = page.inner_text("#stats")
     generated = int(stats.split(" tokens")[0].split("· ")[-1])
     assert generated < 120
@@ -320,8 +327,7 @@ def test_local_files(page, tiny_checkpoint, tiny_cpu):
     page.set_input_files("#model-files", [str(tiny_checkpoint / n) for n in names])
     page.select_option("#backend", "webgpu")
     page.click("#load")
-    page.wait_for_function("document.querySelector('#model-info').textContent.includes('2 "
-                           "layers')", timeout=60_000)
+    wait_for_ui(page, "document.querySelector('#model-info').textContent.includes('2 layers')")
     assert "config.json" in page.inner_text("#model-info")
     expected = record_generation(tiny_cpu, PROMPT, 8)["tokenIds"]
     assert generate(page, PROMPT, maxNewTokens=8)["tokenIds"] == expected
@@ -369,8 +375,8 @@ def test_screenshot_of_a_finished_generation(page, site):
     fill_form(page, site + "ckpt/small", "Once upon a time", "top_k", max_new_tokens=24,
               seed="11", temperature=0.9)
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#stats').textContent.includes('tokens/s')",
-                           timeout=180_000)
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('tokens/s')",
+                timeout=180_000)
     stats = page.inner_text("#stats")
     assert "webgpu" in stats and "first token" in stats
     assert len(page.inner_text("#output-text")) > 0
