@@ -196,6 +196,13 @@ def test_browser_driver_runs_kernels_and_reports_errors(page):
             """, "main", "subgroups")
             d.submit([Dispatch(sg, [Binding(0, a)], (1, 1, 1))])
             result["subgroup_size"] = struct.unpack("<f", d.read_buffer(a, 0, 4))[0]
+        # naga takes an infinity as a constant bitcast; browsers need it mended (the driver does).
+        inf = d.create_pipeline("""
+        @group(0) @binding(0) var<storage, read_write> x: array<f32>;
+        @compute @workgroup_size(1) fn main() { x[0] = bitcast<f32>(0xff800000u); }
+        """, "main", "infinity")
+        d.submit([Dispatch(inf, [Binding(0, a)], (1, 1, 1))])
+        result["infinity"] = struct.unpack("<f", d.read_buffer(a, 0, 4))[0]
         try:
             d.create_pipeline("fn main( {", "main", "broken")
         except ShaderError as e:
@@ -221,6 +228,7 @@ def test_browser_driver_runs_kernels_and_reports_errors(page):
     assert result["untouched"] == [0.0]
     assert result["cached_bind_group"] == [9.0]  # a[0] became 4 before the second dispatch
     assert result.get("subgroup_size", 4.0) in (4.0, 8.0, 16.0, 32.0, 64.0)
+    assert result["infinity"] == float("-inf")
     assert "WGSL compile error in broken" in result["shader_error"]
     assert "line 1:" in result["shader_error"]
     assert "nowhere" in result["entry_error"]

@@ -8,8 +8,9 @@ same as on wgpu-py. That needs Python to have been entered through `runPythonAsy
 
 Uploads cross from Python to JavaScript without a copy: the Python buffer is exposed to
 `queue.writeBuffer` as a view of the WebAssembly heap, and WebGPU copies it during the call.
-Shaders that use subgroups (or f16) get the `enable` directive browsers require and wgpu-py's
-naga refuses, so one WGSL source serves both drivers. GPU errors that surface asynchronously
+WGSL that naga (wgpu-py) accepts but browsers reject is mended on the way in (a missing
+`enable subgroups;`, an infinity written as a constant bitcast), so one source serves both
+drivers. GPU errors that surface asynchronously
 (validation errors of a submission, a lost device) are collected as they arrive and raised as
 `DriverError` from the next call.
 
@@ -57,9 +58,13 @@ OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 _BIND_GROUP_CACHE_SIZE = 4096
 
 
-# WGSL that uses an optional feature must say `enable <feature>;` (Tint, in browsers, insists);
-# wgpu-py's naga rejects the directive, so the backend's shaders leave it out and this driver
-# adds it when the device has the feature and the source uses it.
+# Two places where naga (wgpu-py) accepts WGSL that the spec, and so Tint in browsers,
+# rejects; `_for_browsers` mends both so one source serves both drivers:
+# - WGSL that uses an optional feature must say `enable <feature>;`, which naga refuses: the
+#   directive is added when the device has the feature and the source uses it;
+# - a const-expression may not produce an infinity or a NaN, so `bitcast<f32>(0xff800000u)`
+#   (-inf) fails to compile: such bitcasts are made run-time expressions by or-ing in a
+#   module-scope private zero.
 _FEATURE_USES = {
     "subgroups": re.compile(r"\bsubgroup[A-Z]\w*\s*\(|\bsubgroup_(?:size|invocation_id)\b"),
     "f16": re.compile(r"\bf16\b|\bvec[234]h\b"),
@@ -67,13 +72,27 @@ _FEATURE_USES = {
 _DEVICE_FEATURE = {"subgroups": "subgroups", "f16": "shader-f16"}
 
 
-def _with_enables(wgsl: str, features: frozenset[str]) -> str:
-    """wgsl with the `enable` directives its feature uses need (and the device allows),
-    put on its first line so that compile errors keep their line numbers."""
+_F32_BITCAST = re.compile(r"bitcast<f32>\(\s*(0[xX][0-9a-fA-F]+)[uU]?\s*\)")
+_RUNTIME_ZERO = "webgpt2_runtime_zero"
+
+
+def _for_browsers(wgsl: str, features: frozenset[str]) -> str:
+    """wgsl as browsers accept it (see above). Additions go on the first line and at the
+    end, so compile errors keep their line numbers."""
     enables = [name for name, use in _FEATURE_USES.items()
                if _DEVICE_FEATURE[name] in features and use.search(wgsl)
                and not re.search(rf"^\s*enable\s+[^;]*\b{name}\b", wgsl, re.MULTILINE)]
-    return "".join(f"enable {name}; " for name in enables) + wgsl
+
+    def runtime(match: re.Match) -> str:
+        bits = int(match.group(1), 16)
+        if (bits >> 23) & 0xFF != 0xFF:  # finite: a const-expression is fine
+            return match.group(0)
+        return f"bitcast<f32>({match.group(1)}u | {_RUNTIME_ZERO})"
+
+    body = _F32_BITCAST.sub(runtime, wgsl)
+    if body != wgsl:
+        body += f"\nvar<private> {_RUNTIME_ZERO}: u32 = 0u;\n"
+    return "".join(f"enable {name}; " for name in enables) + body
 
 
 def _snake(name: str) -> str:
@@ -296,7 +315,7 @@ class BrowserDriver(Driver):
         module = self._modules.get(wgsl)
         if module is None:
             self._device.pushErrorScope("validation")
-            code = _with_enables(wgsl, self.info.features)
+            code = _for_browsers(wgsl, self.info.features)
             module = self._device.createShaderModule(self._object({"code": code,
                                                                    "label": label}))
             info = self._await(module.getCompilationInfo(), f"compiling {where}")
