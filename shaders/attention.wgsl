@@ -6,9 +6,12 @@
 //     the cache length is not limited by workgroup memory. One workgroup of 64 invocations
 //     per (s, h, b): an invocation scores one key of each chunk and accumulates output
 //     dimensions lid, lid+64, lid+128, lid+192 (head size <= 256).
-// The cache is [B, L, 2, T, nh, hd] float32; the bound window starts at batch `batch_first`
-// (its element offset of (batch_first, layer, 0, 0) is `cache_offset`), `batch_stride`
-// elements apart.
+// The cache is [B, L, 2, T, nh, hd] float32 to the host; in memory, position and head are
+// `position_stride` and `head_stride` elements apart ([.., T, nh, hd]: H and hd; the
+// backend's own caches are head-major, [.., nh, T, hd]: hd and T * hd, so that one head's
+// keys are contiguous). Keys sit at kv 0 and values `kv_stride` (T * H) elements after them.
+// The bound window starts at this dispatch's first batch row's (layer, kv 0) slice, element
+// `cache_offset` of the binding; batch rows are `batch_stride` elements apart.
 // Bindings: 0 uniform Params, 1 qkv (f32), 2 cache (f32, read_write for kv_write, read for
 // attend), 3 out (f32).
 // Workgroups are flattened over x and y.
@@ -26,6 +29,9 @@ struct Params {
     cache_offset: u32,
     out_offset: u32,
     scale: f32,
+    position_stride: u32,
+    head_stride: u32,
+    kv_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -48,7 +54,9 @@ fn kv_write(@builtin(workgroup_id) wid: vec3<u32>,
     let s = row % p.seq_len;
     let kv = e / p.hidden;
     let c = e % p.hidden;
-    let destination = p.cache_offset + b * p.batch_stride + (kv * p.max_length + p.start + s) * p.hidden + c;
+    let destination = p.cache_offset + b * p.batch_stride + kv * p.kv_stride
+        + (p.start + s) * p.position_stride + (c / p.head_dim) * p.head_stride
+        + c % p.head_dim;
     cache[destination] = qkv[p.qkv_offset + row * 3u * p.hidden + p.hidden + e];
 }
 
@@ -76,8 +84,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
     }
     workgroupBarrier();
     let position = p.start + s;
-    let k_base = p.cache_offset + b * p.batch_stride + h * hd;
-    let v_base = k_base + p.max_length * p.hidden;
+    let k_base = p.cache_offset + b * p.batch_stride + h * p.head_stride;
+    let v_base = k_base + p.kv_stride;
     var running_max = LOWEST;
     var running_sum = 0.0;
     var acc = vec4<f32>(0.0);  // output dimensions lid + 64 * i
@@ -85,7 +93,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
         let count = min(CHUNK, position + 1u - first);
         var score = LOWEST;
         if (lid < count) {
-            let key = k_base + (first + lid) * p.hidden;
+            let key = k_base + (first + lid) * p.position_stride;
             var dot = 0.0;
             for (var d = 0u; d < hd; d++) {
                 dot += query[d] * cache[key + d];
@@ -108,7 +116,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
         for (var j = 0u; j < count; j++) {
             let wj = weights[j];
             chunk_sum += wj;
-            let value = v_base + (first + j) * p.hidden;
+            let value = v_base + (first + j) * p.position_stride;
             for (var i = 0u; i < 4u; i++) {
                 let d = lid + i * CHUNK;
                 if (d < hd) {

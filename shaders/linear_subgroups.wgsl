@@ -78,37 +78,29 @@ fn matvec_subgroups_f16(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let lane = lid & 7u;
-    let n = first_row(wid, nwg, lid);
+    // Eight rows per lane group here: unpacking makes f16 words cost more arithmetic, and
+    // more rows share each x load.
+    let n = (wid.y * nwg.x + wid.x) * 64u + (lid >> 3u) * 8u;
     let last = p.n - 1u;
-    let w0 = min(n, last) * p.w_stride;
-    let w1 = min(n + 1u, last) * p.w_stride;
-    let w2 = min(n + 2u, last) * p.w_stride;
-    let w3 = min(n + 3u, last) * p.w_stride;
+    var base: array<u32, 8>;
+    for (var r = 0u; r < 8u; r++) {
+        base[r] = min(n + r, last) * p.w_stride;
+    }
     let words = p.k >> 3u;
     for (var m = 0u; m < p.m; m++) {
-        let xb = p.x_offset + m * p.k;
-        let xv = xb >> 2u;
-        var a0 = vec4<f32>(0.0);
-        var a1 = vec4<f32>(0.0);
-        var a2 = vec4<f32>(0.0);
-        var a3 = vec4<f32>(0.0);
+        let xv = (p.x_offset + m * p.k) >> 2u;
+        var acc = array<vec4<f32>, 8>();
         for (var i = lane; i < words; i += 8u) {
             let lo = x[xv + 2u * i];
             let hi = x[xv + 2u * i + 1u];
-            let q0 = w[w0 + i];
-            a0 += vec4<f32>(unpack2x16float(q0.x), unpack2x16float(q0.y)) * lo
-                + vec4<f32>(unpack2x16float(q0.z), unpack2x16float(q0.w)) * hi;
-            let q1 = w[w1 + i];
-            a1 += vec4<f32>(unpack2x16float(q1.x), unpack2x16float(q1.y)) * lo
-                + vec4<f32>(unpack2x16float(q1.z), unpack2x16float(q1.w)) * hi;
-            let q2 = w[w2 + i];
-            a2 += vec4<f32>(unpack2x16float(q2.x), unpack2x16float(q2.y)) * lo
-                + vec4<f32>(unpack2x16float(q2.z), unpack2x16float(q2.w)) * hi;
-            let q3 = w[w3 + i];
-            a3 += vec4<f32>(unpack2x16float(q3.x), unpack2x16float(q3.y)) * lo
-                + vec4<f32>(unpack2x16float(q3.z), unpack2x16float(q3.w)) * hi;
+            for (var r = 0u; r < 8u; r++) {
+                let q = w[base[r] + i];
+                acc[r] += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * lo
+                    + vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * hi;
+            }
         }
-        finish_rows(lane, m, n, a0, a1, a2, a3);
+        finish_rows(lane, m, n, acc[0], acc[1], acc[2], acc[3]);
+        finish_rows(lane, m, n + 4u, acc[4], acc[5], acc[6], acc[7]);
     }
 }
 

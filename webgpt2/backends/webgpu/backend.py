@@ -414,7 +414,22 @@ class WebGPUBackend(Backend):
             return _nest([], x.shape) if x.shape else []
         data = self._read(x.buffer, 0, x.size * 4)
         flat = array("i" if x.dtype == "int32" else "f", data).tolist()
+        if x.layout == "cache":
+            flat = self._position_major(flat, x.shape)
         return _nest(flat, x.shape)
+
+    @staticmethod
+    def _position_major(flat: list, shape: tuple[int, ...]) -> list:
+        """A head-major cache's values in [B, L, 2, T, nh, hd] order."""
+        *outer, length, heads, head_dim = shape
+        block = length * heads * head_dim
+        out: list = []
+        for base in range(0, _numel(outer) * block, block):
+            for t in range(length):
+                for h in range(heads):
+                    start = base + (h * length + t) * head_dim
+                    out.extend(flat[start:start + head_dim])
+        return out
 
     def _read_words(self, buffer: Any, words: int) -> array:
         return array("I", self._read(buffer, 0, words * 4))
@@ -430,10 +445,16 @@ class WebGPUBackend(Backend):
         return x.shape
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> WebGPUTensor:
+        """Zeros. A float 6-D tensor is taken for a KV cache [B, L, 2, T, nh, hd] and stored
+        head-major ([B, L, 2, nh, T, hd] in memory), so that each head's keys and values are
+        contiguous for attention; `to_list` still returns the [B, L, 2, T, nh, hd] order."""
         if dtype not in ("float32", "float16", "int32"):
             raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
-        return self._new(shape, "int32" if dtype == "int32" else "float32", zeroed=True,
-                         label="zeros")
+        tensor = self._new(shape, "int32" if dtype == "int32" else "float32", zeroed=True,
+                           label="zeros")
+        if len(tensor.shape) == 6 and dtype != "int32":
+            tensor.layout = "cache"
+        return tensor
 
     def release(self, x: WebGPUTensor) -> None:
         if x._finalizer is not None:
@@ -646,8 +667,11 @@ class WebGPUBackend(Backend):
             file_name = "linear.wgsl"
             if m <= _MATVEC_MAX_ROWS and self.subgroup_matvec and aligned \
                     and k % (8 if w_f16 else 4) == 0:
-                file_name, workgroups = "linear_subgroups.wgsl", _ceil_div(n, 32)
-                entry = "matvec_subgroups_f16" if w_f16 else "matvec_subgroups_f32"
+                file_name = "linear_subgroups.wgsl"
+                if w_f16:
+                    entry, workgroups = "matvec_subgroups_f16", _ceil_div(n, 64)
+                else:
+                    entry, workgroups = "matvec_subgroups_f32", _ceil_div(n, 32)
             elif m <= _MATVEC_MAX_ROWS:
                 entry, workgroups = "matvec", _ceil_div(n, 64)
             elif aligned:
@@ -706,6 +730,10 @@ class WebGPUBackend(Backend):
         layer_span = 2 * max_length * hidden  # elements of cache[b, layer]
         batch_stride = layers * layer_span
         scale = 1.0 / math.sqrt(head_dim)
+        if cache.layout == "cache":  # head-major: [.., nh, T, hd] in memory
+            position_stride, head_stride = head_dim, max_length * head_dim
+        else:
+            position_stride, head_stride = hidden, head_dim
         for b0, b1 in self._batch_chunks(batch, cache, batch_stride, layer_span):
             first = b0 * batch_stride + layer_index * layer_span
             end = (b1 - 1) * batch_stride + layer_index * layer_span + layer_span
@@ -715,11 +743,22 @@ class WebGPUBackend(Backend):
             o_binding, o_shift = self._bind(3, out, b0 * seq_len * hidden, b1 * seq_len * hidden)
             params = self._params(b1 - b0, seq_len, hidden, num_heads, head_dim, max_length,
                                   cache_update_index, batch_stride, q_shift, c_shift, o_shift,
-                                  float(scale))
+                                  float(scale), position_stride, head_stride,
+                                  max_length * hidden)
             self._record("attention.wgsl", "kv_write", [q_binding, c_binding],
                          _ceil_div((b1 - b0) * seq_len * 2 * hidden, 256), params)
-            self._record("attention.wgsl", "attend", [q_binding, c_binding, o_binding],
-                         (b1 - b0) * seq_len * num_heads, params)
+            vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
+                and c_shift % 4 == 0 and o_shift % 4 == 0
+            if seq_len == 1 and self.subgroup_matvec and vector_rows:
+                scratch = self._new(((b1 - b0) * num_heads, max_length))
+                self._record("attention_subgroups.wgsl", "attend_decode",
+                             [q_binding, Binding(2, c_binding.buffer, c_binding.offset,
+                                                 c_binding.size), o_binding,
+                              self._bind(4, scratch)[0]],
+                             (b1 - b0) * num_heads, params)
+            else:
+                self._record("attention.wgsl", "attend", [q_binding, c_binding, o_binding],
+                             (b1 - b0) * seq_len * num_heads, params)
         return out
 
     def select_position(self, x: WebGPUTensor, index: int) -> WebGPUTensor:

@@ -1,0 +1,144 @@
+// attention_subgroups: decode attention (one new position per sequence, S = 1) for devices
+// with the "subgroups" feature; attention.wgsl's attend does every other case. Same Params
+// and results as attention.wgsl; kv_write there has already put this step's key and value
+// into the cache (see there for its strides). The head size must be a multiple of 4 (at most
+// 256) and every offset and stride a multiple of 4, which the backend checks.
+//   attend_decode: one workgroup of 64 invocations per (head, batch row), in three phases:
+//   1. scores: lane groups of 8 invocations each take every 8th key; a lane group reads one
+//      key's head slice as vec4 words, lane i every 8th word, and sums through
+//      subgroupShuffleXor (lanes 4, 2, 1: inside the aligned group). The scaled scores go to
+//      `scratch` (T floats per workgroup).
+//   2. softmax weights exp(score - max) in place in `scratch`, and their sum.
+//   3. out = sum_j weight_j V[j] / sum: invocation t owns dimensions 4*(t % (hd/4))..+3 for
+//      every (64 / (hd/4))-th key; the partial vectors meet in workgroup memory.
+// A workgroup has only four barriers, which CPU implementations such as lavapipe need, as
+// they make barriers expensive.
+// Bindings: 0 uniform Params, 1 qkv (f32 read as vec4), 2 cache (f32 read as vec4), 3 out
+// (f32), 4 scratch (f32, B * nh * T). Workgroups are flattened over x and y.
+
+struct Params {
+    batch: u32,
+    seq_len: u32,
+    hidden: u32,
+    heads: u32,
+    head_dim: u32,
+    max_length: u32,
+    start: u32,
+    batch_stride: u32,
+    qkv_offset: u32,
+    cache_offset: u32,
+    out_offset: u32,
+    scale: f32,
+    position_stride: u32,
+    head_stride: u32,
+    kv_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
+
+const LOWEST: f32 = -3.0e38;
+var<workgroup> group_values: array<f32, 8>;
+var<workgroup> partials: array<vec4<f32>, 64>;
+
+fn lane_group_sum(v: f32) -> f32 {
+    var s = v + subgroupShuffleXor(v, 4u);
+    s += subgroupShuffleXor(s, 2u);
+    return s + subgroupShuffleXor(s, 1u);
+}
+
+@compute @workgroup_size(64)
+fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let flat = wid.y * nwg.x + wid.x;  // b * heads + h
+    let h = flat % p.heads;
+    let b = flat / p.heads;
+    if (b >= p.batch) {
+        return;
+    }
+    let lane = lid & 7u;
+    let group = lid >> 3u;
+    let words = p.head_dim >> 2u;
+    let row_words = p.position_stride >> 2u;
+    let position = p.start;
+    let q = (p.qkv_offset + b * 3u * p.hidden + h * p.head_dim) >> 2u;
+    let keys = (p.cache_offset + b * p.batch_stride + h * p.head_stride) >> 2u;
+    let values = keys + (p.kv_stride >> 2u);
+    let weights = flat * p.max_length;
+
+    // 1. Scores. Every lane group runs the same number of iterations (keys past the
+    // position are computed on a clamped row and dropped), so the shuffles are uniform.
+    var group_max = LOWEST;
+    for (var first = 0u; first <= position; first += 8u) {
+        let j = first + group;
+        let key = keys + min(j, position) * row_words;
+        var partial = 0.0;
+        for (var i = lane; i < words; i += 8u) {
+            partial += dot(qkv[q + i], cache[key + i]);
+        }
+        let score = lane_group_sum(partial) * p.scale;
+        if (j <= position) {
+            group_max = max(group_max, score);
+            if (lane == 0u) {
+                scratch[weights + j] = score;
+            }
+        }
+    }
+    if (lane == 0u) {
+        group_values[group] = group_max;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var peak = LOWEST;
+    for (var g = 0u; g < 8u; g++) {
+        peak = max(peak, group_values[g]);
+    }
+    workgroupBarrier();
+
+    // 2. Weights and their sum.
+    var partial_sum = 0.0;
+    for (var j = lid; j <= position; j += 64u) {
+        let weight = exp(scratch[weights + j] - peak);
+        scratch[weights + j] = weight;
+        partial_sum += weight;
+    }
+    let lane_sum = lane_group_sum(partial_sum);
+    if (lane == 0u) {
+        group_values[group] = lane_sum;
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var total = 0.0;
+    for (var g = 0u; g < 8u; g++) {
+        total += group_values[g];
+    }
+
+    // 3. The weighted sum of the values.
+    let key_lanes = 64u / words;  // keys handled side by side
+    let d = lid % words;
+    let first_key = lid / words;
+    var acc = vec4<f32>(0.0);
+    if (first_key < key_lanes) {
+        for (var j = first_key; j <= position; j += key_lanes) {
+            acc += scratch[weights + j] * cache[values + j * row_words + d];
+        }
+    }
+    partials[lid] = acc;
+    workgroupBarrier();
+    if (lid < words) {
+        var sum = vec4<f32>(0.0);
+        for (var k = 0u; k < key_lanes; k++) {
+            sum += partials[k * words + lid];
+        }
+        let o = p.out_offset + b * p.hidden + h * p.head_dim + 4u * lid;
+        let result = sum / total;
+        out[o] = result.x;
+        out[o + 1u] = result.y;
+        out[o + 2u] = result.z;
+        out[o + 3u] = result.w;
+    }
+}
