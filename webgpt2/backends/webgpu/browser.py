@@ -56,6 +56,25 @@ REPORTED_LIMITS = REQUESTED_LIMITS + (
 )
 OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 _BIND_GROUP_CACHE_SIZE = 4096
+# submit()'s flat command array: six entries per command, the first saying which.
+_DISPATCH, _COPY = 0, 1
+_ENCODE_AND_SUBMIT = """(device, ops) => {
+    const encoder = device.createCommandEncoder();
+    let pass = null;
+    for (let i = 0; i < ops.length; i += 6) {
+        if (ops[i] === 0) {
+            if (pass === null) pass = encoder.beginComputePass();
+            pass.setPipeline(ops[i + 1]);
+            pass.setBindGroup(0, ops[i + 2]);
+            pass.dispatchWorkgroups(ops[i + 3], ops[i + 4], ops[i + 5]);
+        } else {
+            if (pass !== null) { pass.end(); pass = null; }
+            encoder.copyBufferToBuffer(ops[i + 1], ops[i + 2], ops[i + 3], ops[i + 4], ops[i + 5]);
+        }
+    }
+    if (pass !== null) pass.end();
+    device.queue.submit([encoder.finish()]);
+}"""
 
 
 # Two places where naga (wgpu-py) accepts WGSL that the spec, and so Tint in browsers,
@@ -154,6 +173,9 @@ class BrowserDriver(Driver):
             "requiredFeatures": required_features,
         })), "requesting a WebGPU device")
         self._queue = self._device.queue
+        from pyodide.code import run_js
+
+        self._encode_and_submit = run_js(_ENCODE_AND_SUBMIT)
         self._lost: str | None = None
         self._errors: list[str] = []
         self._device.lost.then(create_once_callable(self._on_lost))
@@ -378,29 +400,20 @@ class BrowserDriver(Driver):
 
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         self._check()
+        # The commands go to JavaScript as one flat array and are encoded there: a crossing
+        # of the FFI costs tens of microseconds, and a decode step has dozens of dispatches.
+        ops: list = []
+        for command in commands:
+            if isinstance(command, Dispatch):
+                ops += (_DISPATCH, command.pipeline,
+                        self._bind_group(command.pipeline, command.bindings), *command.workgroups)
+            elif isinstance(command, Copy):
+                ops += (_COPY, command.source, command.source_offset, command.destination,
+                        command.destination_offset, command.size)
+            else:
+                raise TypeError(f"submit takes Dispatch and Copy commands; got "
+                                f"{type(command).__name__}")
         try:
-            encoder = self._device.createCommandEncoder()
-            compute_pass = None
-            for command in commands:
-                if isinstance(command, Dispatch):
-                    if compute_pass is None:
-                        compute_pass = encoder.beginComputePass()
-                    compute_pass.setPipeline(command.pipeline)
-                    compute_pass.setBindGroup(0, self._bind_group(command.pipeline,
-                                                                  command.bindings))
-                    compute_pass.dispatchWorkgroups(*command.workgroups)
-                elif isinstance(command, Copy):
-                    if compute_pass is not None:
-                        compute_pass.end()
-                        compute_pass = None
-                    encoder.copyBufferToBuffer(command.source, command.source_offset,
-                                               command.destination, command.destination_offset,
-                                               command.size)
-                else:
-                    raise TypeError(f"submit takes Dispatch and Copy commands; got "
-                                    f"{type(command).__name__}")
-            if compute_pass is not None:
-                compute_pass.end()
-            self._queue.submit(self._to_js([encoder.finish()]))
+            self._encode_and_submit(self._device, self._to_js(ops))
         except self._JsException as e:
             raise DriverError(f"submitting {len(commands)} commands failed: {e}") from None
