@@ -14,6 +14,7 @@ let session = null; // the Python module webgpt2_page (web/session.py)
 let stopView = null; // Int32Array over the page's SharedArrayBuffer, when cross-origin isolated
 let stopRequested = false;
 let modelCount = 0;
+let manifest = null; // web/wheels/manifest.json, written by `python -m webgpt2.web --build-only`
 let queue = Promise.resolve(); // Python calls run one at a time
 
 function status(text) {
@@ -54,7 +55,7 @@ async function boot(stopBuffer) {
   stopView = stopBuffer ? new Int32Array(stopBuffer) : null;
   status("Loading the page manifest");
   const manifestUrl = new URL("wheels/manifest.json", here);
-  const manifest = await (await fetchOk(manifestUrl, "the page's build manifest (run " +
+  manifest = await (await fetchOk(manifestUrl, "the page's build manifest (run " +
     "`python -m webgpt2.web --build-only`)")).json();
   const indexURL = new URL(manifest.pyodide, here).href;
   status(`Loading Pyodide ${manifest.pyodideVersion}`);
@@ -104,7 +105,7 @@ async function call(name, ...args) {
 }
 
 // NumPy for the wasm backend: wheels shipped with the build, else Pyodide's CDN.
-async function ensureNumpy(manifest) {
+async function ensureNumpy() {
   if (pyodide.runPython("import importlib.util; importlib.util.find_spec('numpy') is not None")) {
     return;
   }
@@ -219,11 +220,12 @@ async function fetchFolder(url, id) {
 
 async function copyFiles(files, id) {
   const names = files.map((f) => f.name);
-  const needed = ["config.json"];
-  if (!names.some((n) => n.endsWith(".safetensors"))) needed.push("model.safetensors");
-  if (!names.includes("tokenizer.json")) needed.push("vocab.json", "merges.txt");
-  const missing = needed.filter((n) => n !== "model.safetensors" && !names.includes(n));
-  if (needed.includes("model.safetensors")) missing.push("model.safetensors");
+  const missing = [];
+  if (!names.includes("config.json")) missing.push("config.json");
+  if (!names.some((n) => n.endsWith(".safetensors"))) missing.push("model.safetensors");
+  if (!names.includes("tokenizer.json")) {
+    missing.push(...["vocab.json", "merges.txt"].filter((n) => !names.includes(n)));
+  }
   if (missing.length) {
     throw new Error(`the chosen files lack ${missing.join(", ")}; choose config.json, ` +
       "model.safetensors, vocab.json and merges.txt (or tokenizer.json) together");
@@ -245,7 +247,7 @@ const handlers = {
     return call("backends");
   },
   async load({ id, source, backend }) {
-    if (backend === "wasm") await ensureNumpy(manifestOf());
+    if (backend === "wasm") await ensureNumpy();
     try {
       let request;
       if (typeof source === "string" && /^https?:\/\//.test(source)) {
@@ -281,11 +283,6 @@ const handlers = {
   },
 };
 
-let bootInfo = null;
-function manifestOf() {
-  return bootInfo.manifest;
-}
-
 self.onmessage = (event) => {
   const message = event.data;
   if (message.type === "stop") {
@@ -295,11 +292,7 @@ self.onmessage = (event) => {
   // Reset on arrival, not when the call runs: a stop sent after this message must count.
   // (The page resets the shared flag itself before it sends a generate.)
   if (message.type === "generate") stopRequested = false;
-  const task = queue.then(async () => {
-    const value = await handlers[message.type](message);
-    if (message.type === "init") bootInfo = value;
-    return value;
-  });
+  const task = queue.then(() => handlers[message.type](message));
   queue = task.catch(() => {});
   task.then(
     (value) => self.postMessage({ id: message.id, type: "result", value }),
