@@ -2,6 +2,8 @@
 
     webgpt2 generate "ROMEO:"                       # the shipped Shakespeare model, cpu
     webgpt2 generate "Hello" --model openai-community/gpt2 --backend webgpu --sampler top_p
+    webgpt2 generate "ROMEO:" --sampler beam --num-beams 4 --no-repeat-ngram-size 3
+    webgpt2 generate "ROMEO:" --sampler contrastive --top-k 4 --penalty-alpha 0.6 --stop "\n\n"
     webgpt2 info
     webgpt2 serve
 """
@@ -29,8 +31,8 @@ def _load(model: str, backend: str | None, dtype: str | None, progress: bool):
 def _sampler(args: argparse.Namespace):
     from webgpt2.generation.samplers import get_sampler
 
-    options = {}
-    if args.sampler != "greedy":
+    options: dict = {}
+    if args.sampler in ("random", "top_k", "top_p"):
         options["temperature"] = args.temperature
     if args.sampler == "top_k":
         options["k"] = args.top_k
@@ -38,25 +40,50 @@ def _sampler(args: argparse.Namespace):
         options["p"] = args.top_p
         if args.top_k:
             options["k"] = args.top_k
+    if args.sampler == "beam":
+        options.update(num_beams=args.num_beams, length_penalty=args.length_penalty,
+                       early_stopping=args.early_stopping)
+    if args.sampler == "contrastive":
+        options.update(k=args.top_k or 5, alpha=args.penalty_alpha)
     return get_sampler(args.sampler, **options)
+
+
+def _generate_options(args: argparse.Namespace, lm) -> dict:
+    """generate()'s keyword options from the command line's."""
+    options: dict = {"max_new_tokens": args.max_new_tokens, "sampler": _sampler(args),
+                     "seed": args.seed, "repetition_penalty": args.repetition_penalty,
+                     "no_repeat_ngram_size": args.no_repeat_ngram_size,
+                     "min_new_tokens": args.min_new_tokens, "stop_strings": args.stop}
+    if args.bad_words:
+        tokenizer = lm.preprocessor.tokenizer
+        options["bad_words_ids"] = [tokenizer.tokenize(word) for word in args.bad_words]
+    if args.stop_token_ids is not None:
+        options["stop_token_ids"] = args.stop_token_ids or None
+    return options
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     lm = _load(args.model, args.backend, args.dtype, progress=not args.quiet)
     loaded = time.perf_counter()
+    options = _generate_options(args, lm)
     out = sys.stdout
-    out.write(args.prompt)
-    out.flush()
     count = 0
     first = None
-    for piece in lm.stream(args.prompt, max_new_tokens=args.max_new_tokens,
-                           sampler=_sampler(args), seed=args.seed):
-        if first is None:
-            first = time.perf_counter()
-        count += 1
-        out.write(piece)
+    if not getattr(options["sampler"], "streams", True):
+        # Beam search knows its text only at the end.
+        text = lm.generate(args.prompt, **options)
+        first = time.perf_counter()
+        out.write(text)
+    else:
+        out.write(args.prompt)
         out.flush()
+        for piece in lm.stream(args.prompt, **options):
+            if first is None:
+                first = time.perf_counter()
+            count += 1
+            out.write(piece)
+            out.flush()
     end = time.perf_counter()
     out.write("\n")
     out.flush()
@@ -103,6 +130,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _early_stopping(value: str) -> bool | str:
+    choices = {"true": True, "false": False, "never": "never"}
+    if value.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"{value!r}; expected true, false or never")
+    return choices[value.lower()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="webgpt2", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,11 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default=None, choices=["float32", "float16"],
                      help="weight storage (float16 needs a webgpu adapter with shader-f16)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--sampler", default="greedy", choices=["greedy", "random", "top_k", "top_p"])
+    gen.add_argument("--sampler", default="greedy",
+                     choices=["greedy", "random", "top_k", "top_p", "beam", "contrastive"])
     gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--top-k", type=int, default=None,
+                     help="top_k/top_p: the k cut; contrastive: the candidates (default 5)")
     gen.add_argument("--top-p", type=float, default=0.9)
     gen.add_argument("--seed", type=int, default=None)
+    search = gen.add_argument_group("beam and contrastive search")
+    search.add_argument("--num-beams", type=int, default=4)
+    search.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam: finished scores are divided by length ** this")
+    search.add_argument("--early-stopping", type=_early_stopping, default=False,
+                        metavar="{true,false,never}")
+    search.add_argument("--penalty-alpha", type=float, default=0.6,
+                        help="contrastive: the degeneration penalty's weight, in [0, 1]")
+    proc = gen.add_argument_group("logits processors and stopping")
+    proc.add_argument("--repetition-penalty", type=float, default=None)
+    proc.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    proc.add_argument("--min-new-tokens", type=int, default=None)
+    proc.add_argument("--bad-words", action="append", default=None, metavar="TEXT",
+                      help="never generate this text's tokens in a row (repeatable; mind "
+                           "the leading space: ' word')")
+    proc.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                      help="stop once the generated text contains TEXT (repeatable); the "
+                           "output ends where it ends")
+    proc.add_argument("--stop-token-ids", type=int, nargs="*", default=None, metavar="ID",
+                      help="stop tokens instead of the end token (none: never stop early)")
     gen.add_argument("--quiet", action="store_true", help="no progress bars or timing line")
     gen.set_defaults(func=cmd_generate)
 

@@ -6,6 +6,12 @@ positions every row has (the shortest prompt), then each step feeds one token pe
 the row's own prompt token while it is still inside its prompt, else the sampled one.
 That makes a ragged batch give each row exactly what it would get alone.
 
+Each step the logits processors (repetition penalty, no-repeat-n-gram, bad words, min new
+tokens; see `logits_processors`) see each row's own tokens, and each row stops on its own:
+a stop token, a stop string (see `stopping`) or its last position. Search samplers (beam,
+contrastive) take over the whole decode through `SearchSampler.run` with the same state and
+options.
+
 Host data crossing per step: one token id per row in, one token id per row out (the
 sampler runs on the backend).
 """
@@ -14,20 +20,34 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from webgpt2.generation.samplers import Sampler, get_sampler
+from webgpt2.generation.decoding import (
+    DecodeOptions,
+    GenerationState,
+    accept_token,
+    process_logits,
+)
+from webgpt2.generation.logits_processors import LogitsProcessor, build_logits_processors
+from webgpt2.generation.samplers import Sampler, SearchSampler, get_sampler
+from webgpt2.generation.stopping import GeneratedText, StopStringMatcher, TextStream
 
+__all__ = ["GenerationState", "GenerativeTask"]
 
-@dataclass
-class GenerationState:
-    """The rows being generated: token ids and masks as plain lists."""
-
-    token_ids: list[list[int]]
-    padding_mask: list[list[bool]]  # True where the position holds a real token
-    prompt_lengths: list[int]
-    row_ends: list[int]  # each row stops before this position
+# generate()'s options besides inputs and max_length, with their defaults.
+_OPTIONS: dict[str, Any] = {
+    "max_new_tokens": None,
+    "stop_token_ids": "auto",
+    "stop_strings": None,
+    "sampler": None,
+    "seed": None,
+    "strip_prompt": False,
+    "repetition_penalty": None,
+    "no_repeat_ngram_size": None,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "logits_processors": None,
+}
 
 
 class GenerativeTask:
@@ -35,6 +55,11 @@ class GenerativeTask:
 
     The model provides `backend`, `preprocessor`, `max_sequence_length`,
     `build_cache(token_ids, cache_length)`, `call_with_cache(...)` and `project(hidden)`.
+
+    Example:
+        >>> from webgpt2 import GPT2CausalLM
+        >>> issubclass(GPT2CausalLM, GenerativeTask)
+        True
     """
 
     backend: Any
@@ -44,8 +69,14 @@ class GenerativeTask:
     def generate(self, inputs: Any, max_length: int | None = None, *,
                  max_new_tokens: int | None = None,
                  stop_token_ids: Sequence[int] | str | None = "auto",
+                 stop_strings: Sequence[str] | str | None = None,
                  sampler: str | Sampler | None = None, seed: int | None = None,
                  strip_prompt: bool = False,
+                 repetition_penalty: float | None = None,
+                 no_repeat_ngram_size: int | None = None,
+                 min_new_tokens: int | None = None,
+                 bad_words_ids: Sequence[Sequence[int]] | None = None,
+                 logits_processors: Sequence[LogitsProcessor] | None = None,
                  stream: Callable[[str], None] | None = None) -> Any:
         """Generate text (or token ids) for one prompt or a batch.
 
@@ -54,16 +85,38 @@ class GenerativeTask:
         max_length: total length of prompt plus generation (KerasHub's meaning); by default
         the preprocessor's sequence_length. max_new_tokens: new tokens per row instead.
         stop_token_ids: "auto" (the tokenizer's end token), None, or a list of ids.
-        sampler: a name ("greedy", "random", "top_k", "top_p") or a Sampler object.
-        seed: makes random samplers reproducible (overrides the sampler's own seed).
-        stream: called with each new piece of text as it is produced (one prompt only).
+        stop_strings: a string or list of strings; a row stops once its generated text
+        contains one, and returned text ends where it ends (see `webgpt2.generation.
+        stopping` for the exact rule). Needs the preprocessor's tokenizer.
+        sampler: a name ("greedy", "random", "top_k", "top_p", "beam", "contrastive") or a
+        Sampler object. seed: makes random samplers reproducible (overrides the sampler's
+        own seed).
+        repetition_penalty, no_repeat_ngram_size, min_new_tokens, bad_words_ids: logits
+        processors with transformers' meaning (None means off); min_new_tokens holds back
+        the stop tokens. logits_processors: more `LogitsProcessor` objects, applied after.
+        stream: called with each new piece of text as it is produced (one prompt only; not
+        with beam search).
         Returns a string, a list of strings, or for dict inputs a dict of token ids and
-        padding mask.
+        padding mask. With `BeamSampler(return_all_beams=True)` each prompt gives a list
+        of num_beams results, best first (and dicts get "scores").
+
+        Example:
+            >>> from webgpt2 import GPT2CausalLM
+            >>> lm = GPT2CausalLM.from_preset("gpt2_shakespeare_en")
+            >>> text = lm.generate("ROMEO:", max_new_tokens=12, repetition_penalty=1.3,
+            ...                    no_repeat_ngram_size=2, stop_strings=["\\n"])
+            >>> text.startswith("ROMEO:") and text.count("\\n") <= 1
+            True
         """
-        pieces = self._run(inputs, max_length, max_new_tokens, stop_token_ids, sampler, seed,
-                           strip_prompt, streaming=stream is not None)
+        options = {
+            "max_new_tokens": max_new_tokens, "stop_token_ids": stop_token_ids,
+            "stop_strings": stop_strings, "sampler": sampler, "seed": seed,
+            "strip_prompt": strip_prompt, "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram_size": no_repeat_ngram_size, "min_new_tokens": min_new_tokens,
+            "bad_words_ids": bad_words_ids, "logits_processors": logits_processors,
+        }
         result = None
-        for kind, value in pieces:
+        for kind, value in self._run(inputs, max_length, options, streaming=stream is not None):
             if kind == "text":
                 stream(value)  # type: ignore[misc]
             else:
@@ -74,48 +127,77 @@ class GenerativeTask:
                ) -> Iterator[str]:
         """Yield the generated text piece by piece as tokens are produced.
 
-        Takes the options of `generate`. A piece never ends inside a multi-byte character.
+        Takes the options of `generate`. A piece never ends inside a multi-byte character,
+        and with stop_strings the pieces join to exactly the text `generate` returns after
+        the prompt.
+
+        Example:
+            >>> from webgpt2 import GPT2CausalLM
+            >>> lm = GPT2CausalLM.from_preset("gpt2_shakespeare_en")
+            >>> pieces = list(lm.stream("ROMEO:", max_new_tokens=6))
+            >>> "".join(pieces) == lm.generate("ROMEO:", max_new_tokens=6)[len("ROMEO:"):]
+            True
         """
-        for kind, value in self._run(prompt, max_length, options.pop("max_new_tokens", None),
-                                     options.pop("stop_token_ids", "auto"),
-                                     options.pop("sampler", None), options.pop("seed", None),
-                                     options.pop("strip_prompt", False), streaming=True,
-                                     **options):
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise TypeError(f"unexpected generate options: {unknown}")
+        for kind, value in self._run(prompt, max_length, options, streaming=True):
             if kind == "text":
                 yield value
 
     def generate_step(self, inputs: dict, stop_token_ids: Sequence[int] | None = None,
                       end_token_id: int | None = None, sampler: str | Sampler | None = None,
-                      seed: int | None = None, max_new_tokens: int | None = None) -> dict:
+                      seed: int | None = None, max_new_tokens: int | None = None,
+                      **options: Any) -> dict:
         """Fill a packed batch: KerasHub's `generate_step` on token ids.
 
         inputs: {"token_ids": [[...]], "padding_mask": [[...]]}, every row of the same
         length (that length is max_length). Returns the same dict with the generated ids
         filled in and a padding mask that is True up to and including each row's stop token.
+        Also takes generate's logits-processor options and stop_strings.
+
+        Example:
+            >>> from webgpt2 import GPT2Backbone, GPT2CausalLM
+            >>> backbone = GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
+            ...                         hidden_dim=8, intermediate_dim=16,
+            ...                         max_sequence_length=16, backend="cpu")
+            >>> backbone.initialize_weights(seed=0)
+            >>> lm = GPT2CausalLM(backbone)   # no tokenizer: token ids in and out
+            >>> out = lm.generate_step({"token_ids": [[1, 2, 0, 0]],
+            ...                         "padding_mask": [[True, True, False, False]]},
+            ...                        repetition_penalty=1.5)
+            >>> out["padding_mask"], len(out["token_ids"][0])
+            ([[True, True, True, True]], 4)
         """
         if end_token_id is not None:
             stop_token_ids = [end_token_id]
-        _check_max_new_tokens(max_new_tokens)
-        state = self._state_from_packed(inputs, max_new_tokens)
-        for _ in self._decode(state, stop_token_ids, get_sampler(sampler), seed):
-            pass
-        return {"token_ids": state.token_ids, "padding_mask": state.padding_mask}
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise TypeError(f"unexpected generate options: {unknown}")
+        options = {**options, "stop_token_ids": stop_token_ids, "sampler": sampler,
+                   "seed": seed, "max_new_tokens": max_new_tokens}
+        result = None
+        for kind, value in self._run(inputs, None, options, streaming=False):
+            if kind == "result":
+                result = value
+        return result  # type: ignore[return-value]
 
     # ---- the loop ---------------------------------------------------------------------
-    def _run(self, inputs: Any, max_length: int | None, max_new_tokens: int | None,
-             stop_token_ids: Any, sampler: Any, seed: int | None, strip_prompt: bool,
-             streaming: bool, **unexpected: Any) -> Iterator[tuple[str, Any]]:
-        if unexpected:
-            raise TypeError(f"unexpected generate options: {sorted(unexpected)}")
+    def _run(self, inputs: Any, max_length: int | None, options: dict, streaming: bool
+             ) -> Iterator[tuple[str, Any]]:
+        options = {**_OPTIONS, **options}
+        max_new_tokens = options["max_new_tokens"]
         _check_max_new_tokens(max_new_tokens)
-        sampler = get_sampler(sampler)
+        sampler = get_sampler(options["sampler"])
         single = isinstance(inputs, str)
         is_dict = isinstance(inputs, dict)
         if streaming and not single:
             raise ValueError("streaming takes a single prompt string; got "
                              f"{type(inputs).__name__}")
-        if stop_token_ids == "auto":
-            stop_token_ids = [self._require_preprocessor().tokenizer.end_token_id]
+        if streaming and isinstance(sampler, SearchSampler) and not sampler.streams:
+            raise ValueError(f"the {sampler.name!r} sampler knows its tokens only at the end; "
+                             "it cannot stream (call generate without stream)")
+        decode_options = self._decode_options(options, streaming)
         if is_dict:
             if max_length is not None:
                 raise ValueError("max_length is the packed rows' length for dict inputs; "
@@ -123,51 +205,75 @@ class GenerativeTask:
             state = self._state_from_packed(inputs, max_new_tokens)
         else:
             state = self._state_from_text(inputs, max_length, max_new_tokens)
-        detokenizer = None
-        if streaming:
-            detokenizer = self._require_preprocessor().tokenizer.streaming_detokenizer()
-        for tokens, forced in self._decode(state, stop_token_ids, sampler, seed):
-            if detokenizer is not None and not forced[0]:
-                if stop_token_ids and tokens[0] in stop_token_ids:
-                    continue
-                text = detokenizer.put(tokens[0])
+        if decode_options.token_bytes is not None:
+            state.generated = [GeneratedText(decode_options.stop_strings)
+                               for _ in state.token_ids]
+        text_stream = TextStream(state.generated[0]) if streaming else None
+        for _, forced in self._decode(state, decode_options, sampler):
+            if text_stream is not None and not forced[0]:
+                text = text_stream.pull()
                 if text:
                     yield "text", text
-        if detokenizer is not None:
-            rest = detokenizer.flush()
+        if text_stream is not None:
+            rest = text_stream.pull(final=True)
             if rest:
                 yield "text", rest
-        packed = {"token_ids": state.token_ids, "padding_mask": state.padding_mask}
-        if strip_prompt:
-            packed = {
-                "token_ids": [row[n:] + row[:n] for row, n in
-                              zip(state.token_ids, state.prompt_lengths)],
-                "padding_mask": [row[n:] + [False] * n for row, n in
-                                 zip(state.padding_mask, state.prompt_lengths)],
-            }
-        if is_dict:
-            yield "result", packed
-            return
-        texts = self._require_preprocessor().generate_postprocess(packed)
-        if isinstance(texts, str):
-            texts = [texts]
-        yield "result", texts[0] if single else list(texts)
+        yield "result", self._result(state, decode_options, single, is_dict,
+                                     options["strip_prompt"])
 
-    def _decode(self, state: GenerationState, stop_token_ids: Sequence[int] | None,
-                sampler: Sampler, seed: int | None
+    def _decode_options(self, options: dict, streaming: bool) -> DecodeOptions:
+        stop_token_ids = options["stop_token_ids"]
+        if stop_token_ids == "auto":
+            stop_token_ids = [self._require_preprocessor().tokenizer.end_token_id]
+        elif stop_token_ids is not None:
+            if isinstance(stop_token_ids, int) or any(
+                    isinstance(t, bool) or not isinstance(t, int) for t in stop_token_ids):
+                raise ValueError(f"stop_token_ids is {stop_token_ids!r}; expected 'auto', "
+                                 "None or a list of token ids")
+        stop_token_ids = tuple(stop_token_ids or ())
+        matcher = None
+        if options["stop_strings"] is not None:
+            matcher = StopStringMatcher(options["stop_strings"])
+        token_bytes = None
+        if matcher is not None or streaming:
+            token_bytes = _token_bytes(self._require_preprocessor().tokenizer)
+        processors = build_logits_processors(
+            repetition_penalty=options["repetition_penalty"],
+            no_repeat_ngram_size=options["no_repeat_ngram_size"],
+            bad_words_ids=options["bad_words_ids"],
+            min_new_tokens=options["min_new_tokens"],
+            eos_token_ids=stop_token_ids,
+            logits_processors=options["logits_processors"],
+        )
+        return DecodeOptions(stop_token_ids=stop_token_ids, processors=processors,
+                             stop_strings=matcher, token_bytes=token_bytes,
+                             seed=options["seed"])
+
+    def _decode(self, state: GenerationState, options: DecodeOptions, sampler: Sampler
                 ) -> Iterator[tuple[list[int], list[bool]]]:
         """Run the model over `state` in place, yielding each step's tokens and which rows
         were forced (still inside their prompt)."""
+        if min(state.prompt_lengths) == 0:
+            raise ValueError("a prompt row is empty: each needs at least one token (the "
+                             "preprocessor adds the start token)")
+        max_length = len(state.token_ids[0])
+        # After a row stops, its remaining positions are no longer real tokens.
+        for r, n in enumerate(state.prompt_lengths):
+            for i in range(n, max_length):
+                state.padding_mask[r][i] = False
+        if isinstance(sampler, SearchSampler):
+            yield from sampler.run(self, state, options)
+            return
+        yield from self._sample_tokens(state, options, sampler)
+
+    def _sample_tokens(self, state: GenerationState, options: DecodeOptions, sampler: Sampler
+                       ) -> Iterator[tuple[list[int], list[bool]]]:
+        """The token loop: one forward pass and one sampler call per step."""
         backend = self.backend
         batch = len(state.token_ids)
         max_length = len(state.token_ids[0])
-        stops = set(stop_token_ids or ())
         index = min(state.prompt_lengths)
-        if index == 0:
-            raise ValueError("a prompt row is empty: each needs at least one token (the "
-                             "preprocessor adds the start token)")
-        if seed is None:
-            seed = sampler.seed
+        seed = sampler.seed if options.seed is None else options.seed
         rngs = None
         if sampler.uses_randomness:
             # One stream per row, all from the same seed: a row draws the same numbers
@@ -175,10 +281,6 @@ class GenerativeTask:
             base = random.Random(seed).random() if seed is None else seed
             rngs = [random.Random(base) for _ in range(batch)]
         done = [state.prompt_lengths[r] >= state.row_ends[r] for r in range(batch)]
-        # After a row stops, its remaining positions are no longer real tokens.
-        for r in range(batch):
-            for i in range(state.prompt_lengths[r], max_length):
-                state.padding_mask[r][i] = False
         if all(done):
             return
         ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
@@ -190,16 +292,22 @@ class GenerativeTask:
         try:
             while True:
                 forced = [index < state.prompt_lengths[r] for r in range(batch)]
-                step_rngs = [None if (forced[r] or done[r] or rngs is None) else rngs[r]
+                live = [not (forced[r] or done[r]) for r in range(batch)]
+                step_rngs = [rngs[r] if live[r] and rngs is not None else None
                              for r in range(batch)]
-                sampled = sampler.next_tokens(backend, logits, step_rngs)
+                processed = logits
+                if options.processors:
+                    processed = process_logits(
+                        backend, options, logits,
+                        [state.sequence(r, index) if live[r] else [] for r in range(batch)],
+                        state.prompt_lengths)
+                sampled = sampler.next_tokens(backend, processed, step_rngs)
+                if processed is not logits:
+                    backend.release(processed)
                 backend.release(logits)
                 for r in range(batch):
-                    if not forced[r] and not done[r]:
-                        state.token_ids[r][index] = sampled[r]
-                        state.padding_mask[r][index] = True
-                        if sampled[r] in stops or index + 1 >= state.row_ends[r]:
-                            done[r] = True
+                    if live[r] and accept_token(state, options, r, index, sampled[r]):
+                        done[r] = True
                 # A finished row is fed its padding: its positions are masked out anyway.
                 tokens = [state.token_ids[r][index] for r in range(batch)]
                 yield tokens, forced
@@ -212,6 +320,74 @@ class GenerativeTask:
                 backend.release(hidden)
         finally:
             backend.release(cache)
+
+    # ---- results ----------------------------------------------------------------------
+    def _result(self, state: GenerationState, options: DecodeOptions, single: bool,
+                is_dict: bool, strip_prompt: bool) -> Any:
+        if state.beams is not None:
+            return self._beam_result(state, options, single, is_dict, strip_prompt)
+        packed = {"token_ids": state.token_ids, "padding_mask": state.padding_mask}
+        if strip_prompt:
+            packed = _strip(state.token_ids, state.padding_mask, state.prompt_lengths)
+        if is_dict:
+            return packed
+        texts = self._texts(packed)
+        if state.generated is not None:
+            for r, row in enumerate(state.generated):
+                if row.cut:
+                    texts[r] = self._cut_text(packed["token_ids"][r],
+                                              packed["padding_mask"][r], row.cut)
+        return texts[0] if single else texts
+
+    def _beam_result(self, state: GenerationState, options: DecodeOptions, single: bool,
+                     is_dict: bool, strip_prompt: bool) -> Any:
+        """Every beam of every prompt, best first (BeamSampler(return_all_beams=True))."""
+        per_prompt = []
+        for r, beams in enumerate(state.beams or []):
+            n = state.prompt_lengths[r]
+            width = len(state.token_ids[r])
+            prompt = state.token_ids[r][:n]
+            ids, masks, scores, cuts = [], [], [], []
+            for tokens, score in beams:
+                filler = state.token_ids[r][n + len(tokens):]
+                ids.append(prompt + tokens + filler)
+                masks.append([True] * (n + len(tokens)) + [False] * (width - n - len(tokens)))
+                scores.append(score)
+                cut = 0
+                if options.stop_strings is not None and options.token_bytes is not None:
+                    text = GeneratedText(options.stop_strings)
+                    for t in tokens:
+                        text.add(options.token_bytes(t))
+                    cut = text.cut
+                cuts.append(cut)
+            if strip_prompt:
+                stripped = _strip(ids, masks, [n] * len(ids))
+                ids, masks = stripped["token_ids"], stripped["padding_mask"]
+            per_prompt.append((ids, masks, scores, cuts))
+        if is_dict:
+            return {"token_ids": [p[0] for p in per_prompt],
+                    "padding_mask": [p[1] for p in per_prompt],
+                    "scores": [p[2] for p in per_prompt]}
+        texts = []
+        for ids, masks, _, cuts in per_prompt:
+            beam_texts = self._texts({"token_ids": ids, "padding_mask": masks})
+            for b, cut in enumerate(cuts):
+                if cut:
+                    beam_texts[b] = self._cut_text(ids[b], masks[b], cut)
+            texts.append(beam_texts)
+        return texts[0] if single else texts
+
+    def _texts(self, packed: dict) -> list[str]:
+        texts = self._require_preprocessor().generate_postprocess(packed)
+        return [texts] if isinstance(texts, str) else list(texts)
+
+    def _cut_text(self, token_ids: list[int], padding_mask: list[bool], cut: int) -> str:
+        """A row's text without its last `cut` bytes (what follows its stop string)."""
+        tokenizer = self._require_preprocessor().tokenizer
+        special = set(tokenizer.special_token_ids)
+        kept = [t for t, m in zip(token_ids, padding_mask) if m and t not in special]
+        data = tokenizer.ids_to_bytes(kept)
+        return data[:len(data) - cut].decode("utf-8", errors="replace")
 
     # ---- packing ----------------------------------------------------------------------
     def _require_preprocessor(self) -> Any:
@@ -298,3 +474,27 @@ class GenerativeTask:
 def _check_max_new_tokens(max_new_tokens: int | None) -> None:
     if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 0):
         raise ValueError(f"max_new_tokens is {max_new_tokens!r}; expected an integer >= 0")
+
+
+def _strip(token_ids: list[list[int]], padding_mask: list[list[bool]],
+           prompt_lengths: list[int]) -> dict:
+    """Rows with their prompts moved out of the way: generated tokens first."""
+    return {
+        "token_ids": [row[n:] + row[:n] for row, n in zip(token_ids, prompt_lengths)],
+        "padding_mask": [row[n:] + [False] * n for row, n in zip(padding_mask, prompt_lengths)],
+    }
+
+
+def _token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
+    """A token's bytes in generated text: special tokens count as no text."""
+    special = set(tokenizer.special_token_ids)
+    table: dict[int, bytes] = {}
+
+    def token_bytes(token: int) -> bytes:
+        data = table.get(token)
+        if data is None:
+            data = b"" if token in special else tokenizer.ids_to_bytes([token])
+            table[token] = data
+        return data
+
+    return token_bytes

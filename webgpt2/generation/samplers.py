@@ -10,10 +10,13 @@ prompt generated in a batch gets the tokens it would get alone.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from webgpt2.backends import Backend
+
+if TYPE_CHECKING:
+    from webgpt2.generation.decoding import DecodeOptions, GenerationState
 
 
 class Sampler:
@@ -39,6 +42,34 @@ class Sampler:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+class SearchSampler(Sampler):
+    """Base class for strategies that need the model, not only the logits (beam search,
+    contrastive search): the generate loop hands the whole decode to `run`.
+
+    `run(model, state, options)` fills `state` in place (see `GenerationState`) and yields
+    `(tokens, forced)` after each step that gives every row one token, as the token loop
+    does (a strategy that only knows its tokens at the end, like beam search, yields
+    nothing and sets `streams = False`). `model` has `backend`, `build_cache`,
+    `call_with_cache` and `project`; `options` is a `DecodeOptions` (stop tokens, stop
+    strings, logits processors).
+
+    Example:
+        >>> isinstance(get_sampler("beam"), SearchSampler)
+        True
+    """
+
+    streams = True
+
+    def next_tokens(self, backend: Backend, logits: Any,
+                    rngs: Sequence[random.Random | None]) -> list[int]:
+        raise TypeError(f"the {self.name!r} sampler chooses tokens with the model; use it "
+                        "through generate(sampler=...)")
+
+    def run(self, model: Any, state: GenerationState, options: DecodeOptions
+            ) -> Iterator[tuple[list[int], list[bool]]]:
+        raise NotImplementedError
 
 
 class GreedySampler(Sampler):
@@ -160,16 +191,29 @@ _SAMPLERS: dict[str, type[Sampler]] = {
 
 
 def register_sampler(name: str, cls: type[Sampler]) -> None:
-    """Make a sampler class available by name to `get_sampler` and `generate`."""
+    """Make a sampler class available by name to `get_sampler` and `generate`.
+
+    Example:
+        >>> class Argmax(GreedySampler):
+        ...     name = "argmax"
+        >>> register_sampler("argmax", Argmax)
+        >>> get_sampler("argmax")
+        Argmax()
+    """
     _SAMPLERS[name] = cls
 
 
 def get_sampler(identifier: str | Sampler | None, **kwargs: Any) -> Sampler:
     """A sampler from a name (with keyword options) or a sampler object.
 
+    Names: "greedy", "random", "top_k", "top_p", "beam", "contrastive" and any added
+    with `register_sampler`.
+
     Example:
         >>> get_sampler("top_k", k=10)
         TopKSampler(k=10, temperature=1.0, seed=None)
+        >>> get_sampler("beam", num_beams=3)
+        BeamSampler(num_beams=3, return_all_beams=False, length_penalty=1.0, early_stopping=False)
     """
     if identifier is None:
         identifier = "greedy"

@@ -191,6 +191,102 @@ class CPUBackend(Backend):
         picked = np.take_along_axis(logits, targets[..., None], axis=-1)
         return (picked - log_norm)[..., 0].tolist()
 
+    # ---- generation operations --------------------------------------------------------
+    def log_softmax(self, logits: Any) -> Any:
+        logits = np.asarray(logits, dtype=np.float32)
+        peak = logits.max(axis=-1, keepdims=True)
+        shifted = logits - peak
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+    def top_k(self, x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
+        rows = self._rows(x)
+        width = rows.shape[-1]
+        if not isinstance(k, int) or not 1 <= k <= width:
+            raise ValueError(f"k is {k!r}; expected an integer in [1, {width}]")
+        values, indices = [], []
+        for row in rows:
+            # The k-th largest value, then everything above it and the first of its ties in
+            # index order: the documented tie order, independent of argpartition's choice.
+            kth = np.partition(row, width - k)[width - k]
+            above = np.flatnonzero(row > kth)
+            ties = np.flatnonzero(row == kth)[:k - len(above)]
+            chosen = np.concatenate([above, ties])
+            order = chosen[np.lexsort((chosen, -row[chosen]))]
+            values.append(row[order].tolist())
+            indices.append(order.tolist())
+        return values, indices
+
+    def apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                                 penalty: float) -> Any:
+        out = np.array(logits, dtype=np.float32)
+        rows = out.reshape(out.shape[0], out.shape[-1])
+        if len(token_ids) != rows.shape[0]:
+            raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
+                             "of logits; expected one per row")
+        for row, ids in zip(rows, token_ids):
+            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            ids = ids[(ids >= 0) & (ids < row.shape[0])]
+            picked = row[ids]
+            row[ids] = np.where(picked < 0, picked * np.float32(penalty),
+                                picked / np.float32(penalty))
+        return out
+
+    def mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                    value: float = float("-inf")) -> Any:
+        out = np.array(logits, dtype=np.float32)
+        rows = out.reshape(out.shape[0], out.shape[-1])
+        if len(token_ids) != rows.shape[0]:
+            raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
+                             "of logits; expected one per row")
+        for row, ids in zip(rows, token_ids):
+            if len(ids):
+                ids = np.asarray(ids, dtype=np.int64)
+                row[ids[(ids >= 0) & (ids < row.shape[0])]] = np.float32(value)
+        return out
+
+    @staticmethod
+    def _indices(indices: Sequence[int], batch: int) -> np.ndarray:
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = index[(index < 0) | (index >= batch)]
+        if bad.size:
+            raise ValueError(f"row index {int(bad[0])} is outside a batch of {batch}; "
+                             f"expected 0 <= index < {batch}")
+        return index
+
+    def gather_batch(self, x: Any, indices: Sequence[int]) -> Any:
+        x = np.asarray(x)
+        return x[self._indices(indices, x.shape[0])]
+
+    def reorder_cache(self, cache: Any, indices: Sequence[int], start: int, end: int) -> Any:
+        index = self._indices(indices, cache.shape[0])
+        if index.shape[0] != cache.shape[0]:
+            raise ValueError(f"{index.shape[0]} indices for a cache of batch "
+                             f"{cache.shape[0]}; expected one per row")
+        if end > start:
+            # Fancy indexing on the right copies first, so rows can swap safely.
+            cache[:, :, :, start:end] = cache[index, :, :, start:end]
+        return cache
+
+    def concatenate(self, tensors: Sequence[Any], axis: int) -> Any:
+        if not tensors:
+            raise ValueError("concatenate needs at least one tensor")
+        return np.concatenate([np.asarray(t) for t in tensors], axis=axis)
+
+    def max_cosine_similarity(self, context: Any, candidates: Any) -> list[float]:
+        context = np.asarray(context, dtype=np.float32)
+        candidates = np.asarray(candidates, dtype=np.float32)
+        candidates = candidates.reshape(candidates.shape[0], candidates.shape[-1])
+        batch = context.shape[0]
+        if not batch or candidates.shape[0] % batch:
+            raise ValueError(f"{candidates.shape[0]} candidates for a context of batch "
+                             f"{batch}; expected a multiple of it")
+        per_row = candidates.shape[0] // batch
+        unit_context = context / np.linalg.norm(context, axis=-1, keepdims=True)
+        unit_candidates = candidates / np.linalg.norm(candidates, axis=-1, keepdims=True)
+        grouped = unit_candidates.reshape(batch, per_row, -1)  # [B, C, H]
+        cosine = np.matmul(grouped, unit_context.transpose(0, 2, 1))  # [B, C, S]
+        return cosine.max(axis=-1).reshape(-1).tolist()
+
     def describe(self) -> dict:
         info: dict = {"name": self.name, "numpy": np.__version__}
         try:
