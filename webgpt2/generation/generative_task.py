@@ -411,7 +411,14 @@ class GenerativeTask:
         limit = self.max_sequence_length
         if max_length is not None:
             self._check_max_length(max_length)
-        packed = preprocessor.generate_preprocess(inputs, sequence_length=limit)
+        try:
+            packed = preprocessor.generate_preprocess(inputs, sequence_length=limit)
+        except ValueError as e:
+            if not str(e).startswith("prompt is") or "sequence_length" not in str(e):
+                raise
+            # Say it in the model's terms, not the preprocessor's.
+            raise ValueError(str(e).replace("generate_preprocess's sequence_length",
+                                            "this model's max_sequence_length")) from None
         token_ids = packed["token_ids"]
         if isinstance(token_ids[0], int):
             token_ids, mask = [token_ids], [packed["padding_mask"]]

@@ -51,14 +51,17 @@ class GPT2CausalLM(GenerativeTask):
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, *, backend: Backend | str | None = None,
                         dtype: str | None = None, revision: str = "main",
-                        cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                        cache_dir: str | os.PathLike | None = None,
+                        progress: bool | Callable[[int, int], None] = True,
                         sequence_length: int | None = None) -> GPT2CausalLM:
         """Load a Hugging Face GPT-2 checkpoint: a local folder, a hub id
         (`openai-community/gpt2`) or the URL of a folder.
 
         The folder needs `config.json`, `model.safetensors` (pickled `pytorch_model.bin` is
         refused) and `vocab.json` + `merges.txt` or `tokenizer.json`. Downloads go to a local
-        cache, atomically, with a progress bar. `dtype="float16"` stores weights in half
+        cache, atomically, with a progress bar on stderr (`progress=False` for none; a
+        callable `progress(bytes_done, bytes_total)` receives the weight upload's progress
+        instead, as the web page does). `dtype="float16"` stores weights in half
         precision where the backend supports it.
         """
         from webgpt2.io.checkpoint import load_gpt2_weights, read_gpt2_config
@@ -68,7 +71,7 @@ class GPT2CausalLM(GenerativeTask):
         from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
 
         folder = Path(resolve_checkpoint(source, revision=revision, cache_dir=cache_dir,
-                                         progress=progress))
+                                         progress=progress is True))
         config = read_gpt2_config(folder)
         # Tokenizer first: it is cheap, and a broken one should fail before weights upload.
         tokenizer = GPT2Tokenizer.from_pretrained(folder)
@@ -80,9 +83,19 @@ class GPT2CausalLM(GenerativeTask):
         weights = load_gpt2_weights(folder, config)
         backbone = GPT2Backbone(**config, backend=backend)
         total = sum(w.nbytes for w in weights.values())
-        with ProgressBar(f"loading weights ({backbone.backend.name})", total,
-                         enabled=progress) as bar:
-            backbone.load_weights(weights, dtype=dtype, uploaded=bar.update)
+        if callable(progress):
+            done = 0
+
+            def uploaded(nbytes: int) -> None:
+                nonlocal done
+                done += nbytes
+                progress(done, total)
+
+            backbone.load_weights(weights, dtype=dtype, uploaded=uploaded)
+        else:
+            with ProgressBar(f"loading weights ({backbone.backend.name})", total,
+                             enabled=progress) as bar:
+                backbone.load_weights(weights, dtype=dtype, uploaded=bar.update)
         del weights
         preprocessor = GPT2CausalLMPreprocessor(
             tokenizer, sequence_length=sequence_length or config["max_sequence_length"])
