@@ -40,9 +40,9 @@ var<workgroup> reduce_u: array<u32, 256>;
 var<workgroup> result_f: f32;
 var<workgroup> result_u: u32;
 
-fn negative_infinity() -> f32 {
-    return bitcast<f32>(0xff800000u);
-}
+// Below every finite logit (an -inf constant is rejected by some WGSL compilers); -inf
+// logits still compare below it.
+const LOWEST: f32 = -3.40282346e38;  // -FLT_MAX
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;
@@ -134,7 +134,7 @@ fn argmax(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let base = p.x_offset + row * p.vocab;
-    var best = negative_infinity();
+    var best = LOWEST;
     var best_index = NONE;
     for (var i = lid; i < p.vocab; i += THREADS) {
         let v = logits[base + i];
@@ -173,7 +173,7 @@ fn log_probs(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let base = p.x_offset + row * p.vocab;
-    var peak = negative_infinity();
+    var peak = LOWEST;
     for (var i = lid; i < p.vocab; i += THREADS) {
         peak = max(peak, logits[base + i]);
     }
@@ -232,7 +232,7 @@ fn sample(@builtin(workgroup_id) wid: vec3<u32>,
     }
 
     // Weights exp(score - max) of the kept tokens (the maximum is always kept).
-    var peak = negative_infinity();
+    var peak = LOWEST;
     for (var i = lid; i < vocab; i += THREADS) {
         peak = max(peak, score(base, i));
     }

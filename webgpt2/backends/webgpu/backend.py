@@ -170,13 +170,16 @@ class WebGPUBackend(Backend):
         self._params_capacity = 0
         self._pool: dict[int, list[Any]] = {}
         self._pool_bytes = 0
-        self._quarantine: list[tuple[Any, int]] = []  # freed while pending work may use them
+        # Buffers freed while recorded or submitting work may still use them: (buffer, size,
+        # destroy). They are recycled (or destroyed) after the next submission.
+        self._quarantine: list[tuple[Any, int, bool]] = []
+        self._submitting = False
         self._readback: Any = None
         self._readback_size = 0
         self._placeholder = driver.create_buffer(16, "storage", "placeholder")
         self.poison = False
         self.subgroup_matvec = self._lane_groups_work()
-        self.reset_counters()
+        self.reset_counters()  # the probe above is not the caller's work
 
     def _lane_groups_work(self) -> bool:
         """Whether linear_subgroups.wgsl's lane-group reduction gives the right sums here.
@@ -204,9 +207,22 @@ class WebGPUBackend(Backend):
 
     def flush(self) -> None:
         """Submit every pending dispatch now, in one command buffer."""
-        if not self._pending:
+        if not self._pending or self._submitting:
             return
-        pending, self._pending = self._pending, []
+        self._submitting = True
+        try:
+            self._submit(self._pending)
+        finally:
+            self._pending = []
+            self._submitting = False
+        quarantine, self._quarantine = self._quarantine, []
+        for buffer, size, destroy in quarantine:
+            if destroy:
+                self.driver.destroy_buffer(buffer)
+            else:
+                self._recycle(buffer, size)
+
+    def _submit(self, pending: list) -> None:
         slots = sum(1 for c in pending if not isinstance(c, Copy))
         needed = max(slots, 1) * _PARAMS_SLOT
         if needed > self._params_capacity:
@@ -232,9 +248,6 @@ class WebGPUBackend(Backend):
         self.driver.submit(commands)
         self.counters["submissions"] += 1
         self.counters["dispatches"] += slot
-        quarantine, self._quarantine = self._quarantine, []
-        for buffer, size in quarantine:
-            self._recycle(buffer, size)
 
     def _record(self, file_name: str, entry_point: str, bindings: list[Binding],
                 workgroups: int | tuple[int, int, int], params: bytes) -> None:
@@ -278,9 +291,11 @@ class WebGPUBackend(Backend):
             return free.pop(), size
         return self.driver.create_buffer(size, "storage", label), size
 
-    def _release_buffer(self, buffer: Any, size: int) -> None:
-        if self._pending:
-            self._quarantine.append((buffer, size))
+    def _release_buffer(self, buffer: Any, size: int, destroy: bool = False) -> None:
+        if self._pending or self._submitting:
+            self._quarantine.append((buffer, size, destroy))
+        elif destroy:
+            self.driver.destroy_buffer(buffer)
         else:
             self._recycle(buffer, size)
 
@@ -475,20 +490,14 @@ class WebGPUBackend(Backend):
             return self._upload_linear(host, storage)
         return self._upload_embedding(host, storage)
 
-    def _weight(self, shape: Sequence[int], dtype: str, buffer: Any, size: int,
-                layout: str) -> WebGPUTensor:
-        tensor = WebGPUTensor(shape, dtype, buffer, size, layout)
-        return tensor
-
     def _own(self, tensor: WebGPUTensor, buffers: Sequence[Any]) -> WebGPUTensor:
         """Destroy the weight's buffers when it is released or garbage collected."""
         tensor._finalizer = weakref.finalize(tensor, self._destroy_all, list(buffers))
         return tensor
 
     def _destroy_all(self, buffers: list) -> None:
-        self.flush()
         for buffer in buffers:
-            self.driver.destroy_buffer(buffer)
+            self._release_buffer(buffer, 0, destroy=True)
 
     def _upload_plain(self, host: HostTensor) -> WebGPUTensor:
         dtype = "int32" if host.dtype == "int32" else "float32"
@@ -500,7 +509,7 @@ class WebGPUBackend(Backend):
         else:
             self._relayout(host, memoryview(host.data).cast("B"), buffer, rows=1,
                            cols=host.size, out_stride=host.size, out_f16=False, transpose=False)
-        return self._own(self._weight(host.shape, dtype, buffer, size, "plain"), [buffer])
+        return self._own(WebGPUTensor(host.shape, dtype, buffer, size, "plain"), [buffer])
 
     @staticmethod
     def _row_words(values: int, storage: str) -> int:
@@ -519,7 +528,7 @@ class WebGPUBackend(Backend):
         buffer = self.driver.create_buffer(size, "storage", "linear weight")
         self._relayout(host, memoryview(host.data).cast("B"), buffer, rows=n, cols=k,
                        out_stride=row_words * 4, out_f16=storage == "float16", transpose=True)
-        tensor = self._weight(host.shape, storage, buffer, size, "linear")
+        tensor = WebGPUTensor(host.shape, storage, buffer, size, "linear")
         tensor.row_words = row_words
         return self._own(tensor, [buffer])
 
@@ -537,7 +546,7 @@ class WebGPUBackend(Backend):
             )
         source = memoryview(host.data).cast("B")
         direct = host.dtype == "float32" and storage == "float32" and hidden % 4 == 0
-        tensor = self._weight(host.shape, storage, None, 0, "embedding")
+        tensor = WebGPUTensor(host.shape, storage, None, 0, "embedding")
         tensor.row_words = row_words
         for first in range(0, vocabulary, per_chunk):
             rows = min(per_chunk, vocabulary - first)
@@ -883,4 +892,5 @@ class WebGPUBackend(Backend):
             "limits": dict(info.limits),
             "max_binding_size": self.max_binding_size,
             "features": sorted(info.features),
+            "subgroup_kernels": self.subgroup_matvec,
         }

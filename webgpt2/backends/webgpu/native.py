@@ -121,8 +121,6 @@ class NativeDriver(Driver):
                     if n.replace("_", "-") in device_limits},
             features=frozenset(_SPEC_FEATURE_NAMES.get(f, f) for f in self._device.features),
         )
-        self.info.limits["subgroup_min_size"] = int(info.get("subgroup_min_size", 0) or 0)
-        self.adapter_type = str(info.get("adapter_type", ""))
         self._queue = self._device.queue
         self._usages = {
             "storage": wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
