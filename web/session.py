@@ -80,26 +80,14 @@ def backends() -> dict:
     return {"backends": backend_status()}
 
 
-class _Uploads:
-    """Counts the bytes a backend uploads while a model loads, for the page's progress bar."""
-
-    def __init__(self, backend: Any, total: int, report: Callable[[int, int], None]) -> None:
-        self.backend, self.total, self.report, self.done = backend, total, report, 0
-
-    def __enter__(self) -> _Uploads:
-        upload = self.backend.upload
-
-        def counting_upload(host, *args, **kwargs):
-            result = upload(host, *args, **kwargs)
-            self.done += host.nbytes
-            self.report(min(self.done, self.total), self.total)
-            return result
-
-        self.backend.upload = counting_upload  # an instance attribute, removed on exit
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        del self.backend.upload
+def _parameter_count(backbone: Any) -> int:
+    count = 0
+    for shape in backbone.expected_weights().values():
+        size = 1
+        for d in shape:
+            size *= d
+        count += size
+    return count
 
 
 @_reply
@@ -109,7 +97,7 @@ def load_model(source_json: str, progress: Any) -> dict:
     progress(phase, loaded, total) is called as weights go to the backend.
     """
     global _model, _model_info
-    from webgpt2.io.checkpoint import gpt2_weight_shapes, read_gpt2_config
+    from webgpt2.io.checkpoint import read_gpt2_config
     from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
     from webgpt2.models.gpt2.gpt2_presets import resolve_preset
 
@@ -122,21 +110,15 @@ def load_model(source_json: str, progress: Any) -> dict:
                              f"load it by URL: https://huggingface.co/{folder}/resolve/main")
     else:
         folder = source["folder"]
-    config = read_gpt2_config(folder)
+    read_gpt2_config(folder)  # a bad checkpoint fails here, before the current model is freed
     _model = None  # free the previous model's device memory before the next one arrives
     backend = get_backend(backend_name)
     if getattr(getattr(backend, "driver", None), "lost", False):
         _register_backends([backend_name])
         backend = get_backend(backend_name)
-    total = 0
-    for shape in gpt2_weight_shapes(config).values():
-        size = 4
-        for d in shape:
-            size *= d
-        total += size
     start = time.perf_counter()
-    with _Uploads(backend, total, lambda done, all_: progress("upload", done, all_)):
-        model = GPT2CausalLM.from_pretrained(folder, backend=backend, progress=False)
+    model = GPT2CausalLM.from_pretrained(
+        folder, backend=backend, progress=lambda done, total: progress("upload", done, total))
     _model = model
     bb = model.backbone
     _model_info = {
@@ -145,7 +127,7 @@ def load_model(source_json: str, progress: Any) -> dict:
         "device": _describe(backend),
         "layers": bb.num_layers, "heads": bb.num_heads, "hidden": bb.hidden_dim,
         "vocabulary": bb.vocabulary_size, "maxSequenceLength": model.max_sequence_length,
-        "parameters": total // 4, "loadMs": (time.perf_counter() - start) * 1000,
+        "parameters": _parameter_count(bb), "loadMs": (time.perf_counter() - start) * 1000,
     }
     return _model_info
 
