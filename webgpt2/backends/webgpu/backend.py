@@ -3,7 +3,9 @@
 Weights are uploaded once and stay resident: Conv1D weights are re-laid out `[N, K]` for the
 matrix-vector decode kernel, the token table is split into row chunks that each fit one
 storage binding, and float16 storage is packed two values per u32 word (arithmetic stays
-float32). Operations record dispatches into a pending list; they are submitted, all in one
+float32). The KV cache stays on the device, head-major so that attention reads each head's
+keys contiguously. Tensors larger than one binding (long logits, big caches) are processed
+in aligned windows. Operations record dispatches into a pending list; they are submitted, all in one
 command buffer, only when the host needs data (`to_list`, `argmax`, `sample`,
 `token_log_probs`) or `flush()` is called, so a greedy decode step is one submission and a
 4-byte read back per row. The parameters of every pending dispatch are packed into one
@@ -30,7 +32,7 @@ _PARAMS_SLOT = 256  # bytes per dispatch in the parameter buffer (WebGPU's defau
 _MAX_WORKGROUPS = 65535  # per grid dimension (WebGPU's default and common maximum)
 _POOL_MAX_BUFFER = 64 << 20  # larger activation buffers are destroyed, not pooled
 _POOL_MAX_BYTES = 512 << 20
-_MATVEC_MAX_ROWS = 4  # up to this many rows the matrix-vector kernel beats the tiled one
+_MATVEC_MAX_ROWS = 4  # up to this many rows (decode) the matrix-vector kernels are used
 _MAX_HEAD_DIM = 256
 _SOURCE_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
 
@@ -99,7 +101,8 @@ class WebGPUTensor:
 
     Activations are float32 or int32, row-major. Weights uploaded with layout "linear" are
     stored `[N, row_words * 4]` u32 words (shape stays the host's `(K, N)`); layout
-    "embedding" tables are lists of row chunks, one buffer each.
+    "embedding" tables are lists of row chunks, one buffer each; layout "cache" (a KV cache
+    made by `zeros`) is [B, L, 2, nh, T, hd] in memory for the shape [B, L, 2, T, nh, hd].
     """
 
     __slots__ = ("shape", "dtype", "layout", "buffer", "buffer_size", "row_words", "chunks",
