@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import weakref
 from array import array
 from collections.abc import Sequence
@@ -149,9 +150,14 @@ class WebGPUBackend(Backend):
     def __init__(self, driver: Driver | None = None, dtype: str = "float32",
                  max_binding_size: int | None = None) -> None:
         if driver is None:
-            from webgpt2.backends.webgpu.native import NativeDriver
+            if sys.platform == "emscripten":  # in a web page: the browser's navigator.gpu
+                from webgpt2.backends.webgpu.browser import BrowserDriver
 
-            driver = NativeDriver()
+                driver = BrowserDriver()
+            else:
+                from webgpt2.backends.webgpu.native import NativeDriver
+
+                driver = NativeDriver()
         self.driver = driver
         limits = driver.info.limits
         self.max_binding_size = int(limits.get("max_storage_buffer_binding_size", 128 << 20))
