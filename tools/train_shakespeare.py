@@ -46,7 +46,9 @@ EOT = "<|endoftext|>"
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--corpus", type=Path, default=HERE / ".work" / "corpus")
     ap.add_argument("--tokenizer", type=Path, default=ASSET, help="folder with tokenizer.json")
     ap.add_argument("--out", type=Path, default=ASSET, help="where the float16 model is saved")
@@ -67,11 +69,17 @@ def parse_args(argv=None):
     ap.add_argument("--amp", choices=("bf16", "none"), default="bf16")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--eval-windows", type=int, default=48, help="held-out windows for the periodic eval")
+    ap.add_argument(
+        "--eval-windows", type=int, default=48, help="held-out windows for the periodic eval"
+    )
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--resume", action="store_true", help="continue from WORK/ckpt.pt")
-    ap.add_argument("--stop-after", type=int, default=0,
-                    help="testing: save WORK/ckpt.pt after this step, print the state hash and exit")
+    ap.add_argument(
+        "--stop-after",
+        type=int,
+        default=0,
+        help="testing: save WORK/ckpt.pt after this step, print the state hash and exit",
+    )
     ap.add_argument("--no-save", action="store_true", help="do not write OUT (smoke runs)")
     ap.add_argument("--skip-untrained-eval", action="store_true")
     return ap.parse_args(argv)
@@ -107,7 +115,11 @@ def encode_split(tokenizer_json: Path, text_path: Path, cache_dir: Path) -> np.n
 
 def windows(tokens: np.ndarray, block: int) -> list[np.ndarray]:
     """Non-overlapping windows of `block` tokens covering the whole stream (last one shorter)."""
-    return [tokens[i:i + block] for i in range(0, len(tokens), block) if len(tokens[i:i + block]) >= 2]
+    return [
+        tokens[i : i + block]
+        for i in range(0, len(tokens), block)
+        if len(tokens[i : i + block]) >= 2
+    ]
 
 
 def hf_loss(model, wins: list[np.ndarray], batch: int = 16) -> tuple[float, int]:
@@ -124,7 +136,7 @@ def hf_loss(model, wins: list[np.ndarray], batch: int = 16) -> tuple[float, int]
             by_len.setdefault(len(w), []).append(w)
         for n, ws in sorted(by_len.items()):
             for i in range(0, len(ws), batch):
-                x = torch.from_numpy(np.stack(ws[i:i + batch]).astype(np.int64))
+                x = torch.from_numpy(np.stack(ws[i : i + batch]).astype(np.int64))
                 loss = model(input_ids=x, labels=x).loss.double().item()
                 k = x.shape[0] * (n - 1)
                 total += loss * k
@@ -182,11 +194,16 @@ def train(args, logf) -> int:
     assert eot_id == vocab_size - 1, "<|endoftext|> must have the last id"
     train_tokens = encode_split(tok_json, args.corpus / "train.txt", args.work)
     held_tokens = encode_split(tok_json, args.corpus / "heldout.txt", args.work)
-    log(f"tokens: train {len(train_tokens):,}, held-out {len(held_tokens):,}, vocab {vocab_size}", logf)
+    log(
+        f"tokens: train {len(train_tokens):,}, held-out {len(held_tokens):,}, vocab {vocab_size}",
+        logf,
+    )
 
     T, B = args.block, args.batch
     held_wins = windows(held_tokens, T)
-    pick = np.linspace(0, len(held_wins) - 2, args.eval_windows).round().astype(int)  # full-length ones
+    pick = (
+        np.linspace(0, len(held_wins) - 2, args.eval_windows).round().astype(int)
+    )  # full-length ones
     quick_wins = [held_wins[i] for i in pick]
     # A train sample the size of the held-out set, evenly spaced, for the final train loss.
     train_wins_all = windows(train_tokens, T)
@@ -219,19 +236,31 @@ def train(args, logf) -> int:
     )
     model = GPT2LMHeadModel(config)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {args.layers} layers, width {args.width}, {args.heads} heads, n_positions {T}, "
-        f"{n_params:,} parameters (tied embeddings)", logf)
+    log(
+        f"model: {args.layers} layers, width {args.width}, {args.heads} heads, n_positions {T}, "
+        f"{n_params:,} parameters (tied embeddings)",
+        logf,
+    )
 
-    metrics = {"n_params": n_params, "vocab_size": vocab_size,
-               "train_tokens": len(train_tokens), "heldout_tokens": len(held_tokens)}
+    metrics = {
+        "n_params": n_params,
+        "vocab_size": vocab_size,
+        "train_tokens": len(train_tokens),
+        "heldout_tokens": len(held_tokens),
+    }
     if args.resume and (args.work / "metrics.json").exists():
         metrics.update(json.loads((args.work / "metrics.json").read_text()))
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, args.beta2), eps=1e-8,
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, args.beta2),
+        eps=1e-8,
     )
 
     start = 0
@@ -248,8 +277,11 @@ def train(args, logf) -> int:
         loss0, n0 = hf_loss(model, held_wins)
         metrics["untrained_heldout_loss"] = loss0
         metrics["untrained_heldout_ppl"] = math.exp(loss0)
-        log(f"untrained: held-out loss {loss0:.4f}, ppl {math.exp(loss0):.1f} over {n0:,} tokens "
-            f"({time.time() - t0:.0f}s)", logf)
+        log(
+            f"untrained: held-out loss {loss0:.4f}, ppl {math.exp(loss0):.1f} over {n0:,} tokens "
+            f"({time.time() - t0:.0f}s)",
+            logf,
+        )
 
     amp = args.amp == "bf16"
     t_train = time.time()
@@ -276,8 +308,11 @@ def train(args, logf) -> int:
         elapsed = elapsed_before + time.time() - t_train
         if done % 10 == 0 or done == args.steps:
             avg = sum(recent) / len(recent)
-            log(f"step {done}/{args.steps} loss {avg:.4f} lr {lr:.2e} gnorm {gnorm:.2f} "
-                f"{elapsed:.0f}s ({(time.time() - t_train) / (done - start):.2f}s/step)", logf)
+            log(
+                f"step {done}/{args.steps} loss {avg:.4f} lr {lr:.2e} gnorm {gnorm:.2f} "
+                f"{elapsed:.0f}s ({(time.time() - t_train) / (done - start):.2f}s/step)",
+                logf,
+            )
             history.append({"step": done, "train_loss": avg, "lr": lr, "elapsed": elapsed})
             recent = []
         if args.eval_every and (done % args.eval_every == 0 or done == args.steps):
@@ -287,8 +322,15 @@ def train(args, logf) -> int:
         stop = done == args.stop_after
         if stop or (args.ckpt_every and done % args.ckpt_every == 0 and done < args.steps):
             tmp = ckpt_path.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": done,
-                        "history": history}, tmp)
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": done,
+                    "history": history,
+                },
+                tmp,
+            )
             tmp.replace(ckpt_path)
             (args.work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if stop:
@@ -302,25 +344,45 @@ def train(args, logf) -> int:
     t0 = time.time()
     held_loss, held_n = hf_loss(model, held_wins)
     train_loss, train_n = hf_loss(model, train_wins)
-    log(f"float32: held-out loss {held_loss:.4f} ppl {math.exp(held_loss):.2f} ({held_n:,} tokens); "
+    log(
+        f"float32: held-out loss {held_loss:.4f} ppl {math.exp(held_loss):.2f} "
+        f"({held_n:,} tokens); "
         f"train-sample loss {train_loss:.4f} ppl {math.exp(train_loss):.2f} ({train_n:,} tokens) "
-        f"({time.time() - t0:.0f}s)", logf)
+        f"({time.time() - t0:.0f}s)",
+        logf,
+    )
     last = history[-5:]
-    metrics.update({
-        "steps": args.steps, "batch_blocks": B, "block_tokens": T, "tokens_seen": args.steps * B * T,
-        "epochs": args.steps * B * T / len(train_tokens),
-        "train_time_s": train_time, "float32_state_sha256": sha,
-        "final_train_loss_last50_steps": sum(h["train_loss"] for h in last) / max(1, len(last)),
-        "f32_heldout_loss": held_loss, "f32_heldout_ppl": math.exp(held_loss), "heldout_predicted_tokens": held_n,
-        "f32_train_sample_loss": train_loss, "f32_train_sample_ppl": math.exp(train_loss),
-        "train_sample_predicted_tokens": train_n,
-        "history": history,
-        "software": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": np.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads()},
-        "args": {k: str(v) for k, v in vars(args).items()},
-    })
+    metrics.update(
+        {
+            "steps": args.steps,
+            "batch_blocks": B,
+            "block_tokens": T,
+            "tokens_seen": args.steps * B * T,
+            "epochs": args.steps * B * T / len(train_tokens),
+            "train_time_s": train_time,
+            "float32_state_sha256": sha,
+            "final_train_loss_last50_steps": sum(h["train_loss"] for h in last) / max(1, len(last)),
+            "f32_heldout_loss": held_loss,
+            "f32_heldout_ppl": math.exp(held_loss),
+            "heldout_predicted_tokens": held_n,
+            "f32_train_sample_loss": train_loss,
+            "f32_train_sample_ppl": math.exp(train_loss),
+            "train_sample_predicted_tokens": train_n,
+            "history": history,
+            "software": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "numpy": np.__version__,
+            },
+            "machine": {
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+                "threads": torch.get_num_threads(),
+            },
+            "args": {k: str(v) for k, v in vars(args).items()},
+        }
+    )
 
     if not args.no_save:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -329,10 +391,19 @@ def train(args, logf) -> int:
         back = GPT2LMHeadModel.from_pretrained(str(args.out), dtype=torch.float32)
         back_loss, _ = hf_loss(back, held_wins)
         back_train, _ = hf_loss(back, train_wins)
-        metrics.update({"f16_heldout_loss": back_loss, "f16_heldout_ppl": math.exp(back_loss),
-                        "f16_train_sample_loss": back_train, "f16_train_sample_ppl": math.exp(back_train)})
-        log(f"float16 folder: held-out loss {back_loss:.4f} ppl {math.exp(back_loss):.2f} "
-            f"(diff vs float32 {back_loss - held_loss:+.2e}); train-sample loss {back_train:.4f}", logf)
+        metrics.update(
+            {
+                "f16_heldout_loss": back_loss,
+                "f16_heldout_ppl": math.exp(back_loss),
+                "f16_train_sample_loss": back_train,
+                "f16_train_sample_ppl": math.exp(back_train),
+            }
+        )
+        log(
+            f"float16 folder: held-out loss {back_loss:.4f} ppl {math.exp(back_loss):.2f} "
+            f"(diff vs float32 {back_loss - held_loss:+.2e}); train-sample loss {back_train:.4f}",
+            logf,
+        )
         assert abs(back_loss - held_loss) < 1e-3, "float16 weights changed the held-out loss"
         st = args.out / "model.safetensors"
         metrics["model_safetensors_sha256"] = hashlib.sha256(st.read_bytes()).hexdigest()

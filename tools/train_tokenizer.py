@@ -59,7 +59,8 @@ def write_gpt2_files(tok, out: Path, model_max_length: int) -> None:
     vocab = dict(sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1]))
     assert list(vocab.values()) == list(range(len(vocab)))
     (out / "vocab.json").write_text(
-        json.dumps(vocab, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+        json.dumps(vocab, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8"
+    )
     merges = spec["model"]["merges"]
     lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(lines) + "\n", encoding="utf-8")
@@ -71,7 +72,9 @@ def write_gpt2_files(tok, out: Path, model_max_length: int) -> None:
         "unk_token": EOT,
         "model_max_length": model_max_length,
     }
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(config, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def verify(out: Path, heldout_text: str) -> dict:
@@ -100,12 +103,20 @@ def verify(out: Path, heldout_text: str) -> dict:
     ids = hf(s)["input_ids"]
     assert ids[0] == eot_id and ids[-1] == eot_id and hf.decode(ids) == s, ids
     assert fast.encode(s).ids == ids
-    return {"heldout_tokens": n_tokens, "heldout_bytes": len(heldout_text.encode()),
-            "eot_id": eot_id, "example": hf.convert_ids_to_tokens(hf("To be, or not to be: that is the question:")["input_ids"])}
+    return {
+        "heldout_tokens": n_tokens,
+        "heldout_bytes": len(heldout_text.encode()),
+        "eot_id": eot_id,
+        "example": hf.convert_ids_to_tokens(
+            hf("To be, or not to be: that is the question:")["input_ids"]
+        ),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--corpus", type=Path, default=HERE / ".work" / "corpus")
     ap.add_argument("--out", type=Path, default=ROOT / "webgpt2" / "assets" / "gpt2_shakespeare")
     ap.add_argument("--vocab-size", type=int, default=4096, help="total, <|endoftext|> included")
