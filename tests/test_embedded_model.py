@@ -202,3 +202,75 @@ def test_webgpt2_cpu_scores_match_transformers():
         ref = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none").tolist()
     assert len(ours) == len(ref)
     assert max(abs(a - b) for a, b in zip(ours, ref)) < 1e-3
+
+
+def _card_samples() -> list[tuple[str, str]]:
+    """(command, output) pairs from the model card's "Sample generations" section."""
+    card = (FOLDER / "README.md").read_text(encoding="utf-8")
+    section = card.split("## Sample generations", 1)[1].split("### For reference", 1)[0]
+    blocks = section.split("```")
+    pairs = []
+    for i, block in enumerate(blocks):
+        if block.startswith("sh\n") and i + 2 < len(blocks) and blocks[i + 2].startswith("text\n"):
+            pairs.append((block[3:].strip(), blocks[i + 2][5:]))
+    return pairs
+
+
+def test_model_card_samples_are_reproduced_by_their_commands():
+    import shlex
+    import subprocess
+    import sys
+
+    samples = _card_samples()
+    assert len(samples) >= 3, "the card should show greedy and seeded samples"
+    for command, text in samples:
+        args = shlex.split(command)
+        assert args[0] == "webgpt2"
+        done = subprocess.run([sys.executable, "-m", "webgpt2.cli", *args[1:], "--quiet"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == text, command
+
+
+def test_model_card_greedy_sample_is_transformers_greedy():
+    """The card's greedy text is what transformers' greedy decoding gives (an independent
+    check that the card shows the model and not a webgpt2 artefact)."""
+    torch, transformers, model = _hf_model()
+    tok = transformers.GPT2TokenizerFast.from_pretrained(str(FOLDER))
+    command, text = _card_samples()[0]
+    assert "--sampler" not in command and '"ROMEO:"' in command
+    new_tokens = int(command.split("--max-new-tokens")[1].split()[0])
+    ids = [tok.eos_token_id] + tok("ROMEO:")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False,
+                             pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    expected = tok.decode(out[0, 1:], skip_special_tokens=True)
+    assert text == expected + "\n"
+
+
+def test_webgpt2_perplexity_matches_transformers_and_beats_untrained():
+    """Held-out perplexity through webgpt2's score() equals transformers' to 1e-3 relative
+    (tools/evaluate_shakespeare.py does the same over the whole held-out split)."""
+    torch, transformers, model = _hf_model()
+    from webgpt2 import GPT2CausalLM
+
+    lm = GPT2CausalLM.from_preset("gpt2_shakespeare_en", backend="cpu", progress=False)
+    tok = transformers.GPT2TokenizerFast.from_pretrained(str(FOLDER))
+    ids = [tok.eos_token_id] + tok(HELDOUT_PASSAGE * 3)["input_ids"]
+    ours = lm.perplexity(ids)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, lm.max_sequence_length):
+            chunk = torch.tensor([ids[start:start + lm.max_sequence_length]])
+            if chunk.shape[1] < 2:
+                break
+            total += model(input_ids=chunk, labels=chunk).loss.item() * (chunk.shape[1] - 1)
+            count += chunk.shape[1] - 1
+    theirs = math.exp(total / count)
+    assert ours == pytest.approx(theirs, rel=1e-3)
+    torch.manual_seed(0)
+    untrained = transformers.GPT2LMHeadModel(transformers.GPT2Config.from_pretrained(FOLDER))
+    with torch.no_grad():
+        x = torch.tensor([ids[:lm.max_sequence_length]])
+        baseline = math.exp(untrained.eval()(input_ids=x, labels=x).loss.item())
+    assert ours < baseline / 20, (ours, baseline)
