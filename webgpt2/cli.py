@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default: {DEFAULT_MODEL}, shipped in the package)")
     gen.add_argument("--backend", default=None, help="cpu, webgpu (default: the first available)")
     gen.add_argument("--dtype", default=None, choices=["float32", "float16"],
-                     help="weight storage (float16 needs a webgpu adapter with shader-f16)")
+                     help="weight storage on webgpu (float16 halves the weight memory and traffic)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
     gen.add_argument("--sampler", default="greedy",
                      choices=["greedy", "random", "top_k", "top_p", "beam", "contrastive"])
