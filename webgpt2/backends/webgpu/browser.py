@@ -28,6 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from webgpt2.backends.webgpu.driver import (
+    OPTIONAL_FEATURES,
+    REPORTED_LIMITS,
+    REQUESTED_LIMITS,
     AdapterInfo,
     Binding,
     Copy,
@@ -35,26 +38,9 @@ from webgpt2.backends.webgpu.driver import (
     Driver,
     DriverError,
     ShaderError,
+    camel_case,
 )
 
-# Limits the backend sizes its buffers and kernels by (the same set the native driver asks
-# for): the device requests the adapter's maximum of each, since WebGPU's defaults are far
-# smaller (128 MiB bindings, 256 MiB buffers) than GPT-2's token embedding needs.
-REQUESTED_LIMITS = (
-    "maxBufferSize",
-    "maxStorageBufferBindingSize",
-    "maxComputeWorkgroupStorageSize",
-    "maxComputeInvocationsPerWorkgroup",
-    "maxComputeWorkgroupSizeX",
-    "maxComputeWorkgroupsPerDimension",
-    "maxStorageBuffersPerShaderStage",
-)
-REPORTED_LIMITS = REQUESTED_LIMITS + (
-    "maxUniformBufferBindingSize",
-    "minStorageBufferOffsetAlignment",
-    "minUniformBufferOffsetAlignment",
-)
-OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 _BIND_GROUP_CACHE_SIZE = 4096
 # submit()'s flat command array: six entries per command, the first saying which.
 _DISPATCH, _COPY = 0, 1
@@ -114,11 +100,6 @@ def _for_browsers(wgsl: str, features: frozenset[str]) -> str:
     return "".join(f"enable {name}; " for name in enables) + body
 
 
-def _snake(name: str) -> str:
-    """maxBufferSize -> max_buffer_size (the names AdapterInfo uses on both drivers)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 class BrowserDriver(Driver):
     """A WebGPU device of the page (or of its worker) through Pyodide.
 
@@ -164,7 +145,8 @@ class BrowserDriver(Driver):
         if not adapter:
             raise DriverError("navigator.gpu.requestAdapter() found no adapter (WebGPU may be "
                               "disabled or blocklisted for this GPU; see chrome://gpu)")
-        required_limits = {name: getattr(adapter.limits, name) for name in REQUESTED_LIMITS
+        names = [camel_case(n) for n in REQUESTED_LIMITS]
+        required_limits = {name: getattr(adapter.limits, name) for name in names
                            if getattr(adapter.limits, name, None) is not None}
         required_features = [f for f in OPTIONAL_FEATURES if adapter.features.has(f)]
         self._device = self._await(adapter.requestDevice(self._object({
@@ -188,8 +170,8 @@ class BrowserDriver(Driver):
             parts = [str(getattr(adapter_info, key, "") or "") for key in
                      ("vendor", "architecture", "device", "description")]
             name = " ".join(p for p in dict.fromkeys(parts) if p)
-        limits = {_snake(n): int(getattr(self._device.limits, n)) for n in REPORTED_LIMITS
-                  if getattr(self._device.limits, n, None) is not None}
+        limits = {n: int(getattr(self._device.limits, camel_case(n))) for n in REPORTED_LIMITS
+                  if getattr(self._device.limits, camel_case(n), None) is not None}
         self.info = AdapterInfo(
             name=name or "browser WebGPU adapter",
             backend_type="browser WebGPU",

@@ -32,6 +32,33 @@ class ShaderError(DriverError):
 #   "readback": MAP_READ | COPY_DST             (staging for reads to the host)
 BUFFER_USAGES = ("storage", "uniform", "readback")
 
+# Limits the backend sizes its buffers and kernels by: every driver asks the device for the
+# adapter's maximum of each, since WebGPU's defaults (128 MiB bindings, 256 MiB buffers) are
+# far smaller than GPT-2's token embedding needs. Spelled as `AdapterInfo.limits` keys them;
+# the browser's JavaScript names are the camelCase forms (`camel_case`).
+REQUESTED_LIMITS = (
+    "max_buffer_size",
+    "max_storage_buffer_binding_size",
+    "max_compute_workgroup_storage_size",
+    "max_compute_invocations_per_workgroup",
+    "max_compute_workgroup_size_x",
+    "max_compute_workgroups_per_dimension",
+    "max_storage_buffers_per_shader_stage",
+)
+REPORTED_LIMITS = REQUESTED_LIMITS + (
+    "max_uniform_buffer_binding_size",
+    "min_storage_buffer_offset_alignment",
+    "min_uniform_buffer_offset_alignment",
+)
+# Features used where present, by their WebGPU spec names.
+OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
+
+
+def camel_case(name: str) -> str:
+    """`max_buffer_size` -> `maxBufferSize` (the JavaScript API's spelling)."""
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
 
 @dataclass(frozen=True)
 class Binding:

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from webgpt2.backends.webgpu.driver import (
+    OPTIONAL_FEATURES,
+    REPORTED_LIMITS,
+    REQUESTED_LIMITS,
     AdapterInfo,
     Binding,
     Copy,
@@ -25,23 +28,6 @@ from webgpt2.backends.webgpu.driver import (
     ShaderError,
 )
 
-# Limits the backend sizes its buffers and kernels by; the device asks for the adapter's
-# maximum of each (WebGPU's defaults are far smaller: 128 MiB bindings, 256 MiB buffers).
-REQUESTED_LIMITS = (
-    "max_buffer_size",
-    "max_storage_buffer_binding_size",
-    "max_compute_workgroup_storage_size",
-    "max_compute_invocations_per_workgroup",
-    "max_compute_workgroup_size_x",
-    "max_compute_workgroups_per_dimension",
-    "max_storage_buffers_per_shader_stage",
-)
-REPORTED_LIMITS = REQUESTED_LIMITS + (
-    "max_uniform_buffer_binding_size",
-    "min_storage_buffer_offset_alignment",
-    "min_uniform_buffer_offset_alignment",
-)
-OPTIONAL_FEATURES = ("shader-f16", "subgroups", "timestamp-query")
 # wgpu-native names a few features differently from the WebGPU spec.
 _SPEC_FEATURE_NAMES = {"subgroup": "subgroups"}
 _BIND_GROUP_CACHE_SIZE = 4096
