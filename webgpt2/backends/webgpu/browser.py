@@ -23,7 +23,6 @@ Example (inside a Pyodide worker, entered through `callPromising`):
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from webgpt2.backends.webgpu.driver import (
     REPORTED_LIMITS,
     REQUESTED_LIMITS,
     AdapterInfo,
+    BindGroupCache,
     Binding,
     Copy,
     Dispatch,
@@ -41,7 +41,6 @@ from webgpt2.backends.webgpu.driver import (
     camel_case,
 )
 
-_BIND_GROUP_CACHE_SIZE = 4096
 # submit()'s flat command array: six entries per command, the first saying which.
 _DISPATCH, _COPY = 0, 1
 _ENCODE_AND_SUBMIT = """(device, ops) => {
@@ -187,12 +186,9 @@ class BrowserDriver(Driver):
             "readback": usage.MAP_READ | usage.COPY_DST,
         }
         self._modules: dict[str, Any] = {}
-        self._layouts: dict[int, tuple[Any, Any]] = {}
-        # (pipeline, bindings) -> bind group: a decode step repeats the same dispatches on
-        # the same pooled buffers, so after the first steps most bind groups come from here
-        # and a dispatch costs three FFI calls.
-        self._bind_groups: OrderedDict[tuple, tuple[Any, list]] = OrderedDict()
-        self._keys_by_buffer: dict[int, list[tuple]] = {}
+        # With cached bind groups a dispatch costs three FFI calls.
+        self._bind_groups = BindGroupCache(self._create_bind_group,
+                                           lambda pipeline: pipeline.getBindGroupLayout(0))
 
     # ---- plumbing ---------------------------------------------------------------------
     def _object(self, value: dict) -> Any:
@@ -308,8 +304,7 @@ class BrowserDriver(Driver):
         return data[skip:skip + size]
 
     def destroy_buffer(self, buffer: Any) -> None:
-        for key in self._keys_by_buffer.pop(id(buffer), ()):
-            self._bind_groups.pop(key, None)
+        self._bind_groups.forget_buffer(buffer)
         buffer.destroy()
 
     # ---- pipelines --------------------------------------------------------------------
@@ -347,38 +342,14 @@ class BrowserDriver(Driver):
         return pipeline
 
     # ---- work -------------------------------------------------------------------------
-    def _bind_group(self, pipeline: Any, bindings: Sequence[Binding]) -> Any:
-        key = (id(pipeline),) + tuple(
-            (b.binding, id(b.buffer), b.offset, b.size) for b in bindings)
-        cached = self._bind_groups.get(key)
-        if cached is not None:
-            self._bind_groups.move_to_end(key)
-            return cached[0]
-        layout = self._layouts.get(id(pipeline))
-        if layout is None:
-            # The pipeline is kept beside its layout so that its id is not reused.
-            layout = self._layouts[id(pipeline)] = (pipeline.getBindGroupLayout(0), pipeline)
+    def _create_bind_group(self, layout: Any, bindings: Sequence[Binding]) -> Any:
         entries = []
         for b in bindings:
             resource = {"buffer": b.buffer, "offset": b.offset}
             if b.size is not None:
                 resource["size"] = b.size
             entries.append({"binding": b.binding, "resource": resource})
-        group = self._device.createBindGroup(self._object({"layout": layout[0],
-                                                           "entries": entries}))
-        # The cache holds the buffers too, so an id in a key is never reused while cached.
-        self._bind_groups[key] = (group, [b.buffer for b in bindings])
-        for b in bindings:
-            self._keys_by_buffer.setdefault(id(b.buffer), []).append(key)
-        if len(self._bind_groups) > _BIND_GROUP_CACHE_SIZE:
-            old_key, (_, buffers) = self._bind_groups.popitem(last=False)
-            for buffer in buffers:
-                keys = self._keys_by_buffer.get(id(buffer))
-                if keys is not None and old_key in keys:
-                    keys.remove(old_key)
-                    if not keys:
-                        del self._keys_by_buffer[id(buffer)]
-        return group
+        return self._device.createBindGroup(self._object({"layout": layout, "entries": entries}))
 
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         self._check()
@@ -388,7 +359,8 @@ class BrowserDriver(Driver):
         for command in commands:
             if isinstance(command, Dispatch):
                 ops += (_DISPATCH, command.pipeline,
-                        self._bind_group(command.pipeline, command.bindings), *command.workgroups)
+                        self._bind_groups.get(command.pipeline, command.bindings),
+                        *command.workgroups)
             elif isinstance(command, Copy):
                 ops += (_COPY, command.source, command.source_offset, command.destination,
                         command.destination_offset, command.size)

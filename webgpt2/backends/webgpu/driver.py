@@ -13,7 +13,8 @@ documentation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,52 @@ class AdapterInfo:
     driver: str  # "native" or "browser"
     limits: dict[str, int] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
+
+
+class BindGroupCache:
+    """Bind groups by (pipeline, bindings), least recently used out first.
+
+    A decode step repeats the same dispatches on the same pooled buffers, so after the first
+    steps most bind groups come from here. `create(layout, bindings)` makes one with the
+    driver's API; `layout_of(pipeline)` gives a pipeline's group-0 layout. The cache keeps
+    the pipelines and buffers it names alive, so an id in a key is never reused while cached;
+    a destroyed buffer's groups are dropped (`forget_buffer`).
+    """
+
+    def __init__(self, create: Callable[[Any, Sequence[Binding]], Any],
+                 layout_of: Callable[[Any], Any], capacity: int = 4096) -> None:
+        self._create, self._layout_of, self._capacity = create, layout_of, capacity
+        self._layouts: dict[int, tuple[Any, Any]] = {}
+        self._groups: OrderedDict[tuple, tuple[Any, list]] = OrderedDict()
+        self._keys_by_buffer: dict[int, list[tuple]] = {}
+
+    def get(self, pipeline: Any, bindings: Sequence[Binding]) -> Any:
+        key = (id(pipeline),) + tuple(
+            (b.binding, id(b.buffer), b.offset, b.size) for b in bindings)
+        cached = self._groups.get(key)
+        if cached is not None:
+            self._groups.move_to_end(key)
+            return cached[0]
+        layout = self._layouts.get(id(pipeline))
+        if layout is None:
+            layout = self._layouts[id(pipeline)] = (self._layout_of(pipeline), pipeline)
+        group = self._create(layout[0], bindings)
+        self._groups[key] = (group, [b.buffer for b in bindings])
+        for b in bindings:
+            self._keys_by_buffer.setdefault(id(b.buffer), []).append(key)
+        if len(self._groups) > self._capacity:
+            old_key, (_, buffers) = self._groups.popitem(last=False)
+            for buffer in buffers:
+                keys = self._keys_by_buffer.get(id(buffer))
+                if keys is not None and old_key in keys:
+                    keys.remove(old_key)
+                    if not keys:
+                        del self._keys_by_buffer[id(buffer)]
+        return group
+
+    def forget_buffer(self, buffer: Any) -> None:
+        for key in self._keys_by_buffer.pop(id(buffer), ()):
+            self._groups.pop(key, None)
 
 
 class Driver:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from webgpt2.backends.webgpu.driver import (
     REPORTED_LIMITS,
     REQUESTED_LIMITS,
     AdapterInfo,
+    BindGroupCache,
     Binding,
     Copy,
     Dispatch,
@@ -30,7 +30,6 @@ from webgpt2.backends.webgpu.driver import (
 
 # wgpu-native names a few features differently from the WebGPU spec.
 _SPEC_FEATURE_NAMES = {"subgroup": "subgroups"}
-_BIND_GROUP_CACHE_SIZE = 4096
 
 
 def _ensure_runtime_dir() -> None:
@@ -114,11 +113,8 @@ class NativeDriver(Driver):
             "uniform": wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
             "readback": wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
         }
-        self._layouts: dict[int, Any] = {}
-        # (pipeline, bindings) -> bind group. A decode step repeats the same dispatches on
-        # the same pooled buffers, so most bind groups are found here after the first steps.
-        self._bind_groups: OrderedDict[tuple, Any] = OrderedDict()
-        self._keys_by_buffer: dict[int, list[tuple]] = {}
+        self._bind_groups = BindGroupCache(self._create_bind_group,
+                                           lambda pipeline: pipeline.get_bind_group_layout(0))
 
     # ---- buffers ----------------------------------------------------------------------
     def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
@@ -163,8 +159,7 @@ class NativeDriver(Driver):
             raise DriverError(f"reading {size} bytes back from the device failed: {e}") from e
 
     def destroy_buffer(self, buffer: Any) -> None:
-        for key in self._keys_by_buffer.pop(id(buffer), ()):
-            self._bind_groups.pop(key, None)
+        self._bind_groups.forget_buffer(buffer)
         buffer.destroy()
 
     # ---- pipelines --------------------------------------------------------------------
@@ -183,39 +178,13 @@ class NativeDriver(Driver):
             raise ShaderError(f"compute pipeline for {where} failed to build:\n{e}") from e
 
     # ---- work -------------------------------------------------------------------------
-    def _bind_group(self, pipeline: Any, bindings: Sequence[Binding]) -> Any:
-        key = (id(pipeline),) + tuple(
-            (b.binding, id(b.buffer), b.offset, b.size) for b in bindings)
-        group = self._bind_groups.get(key)
-        if group is not None:
-            self._bind_groups.move_to_end(key)
-            return group[0]
-        layout = self._layouts.get(id(pipeline))
-        if layout is None:
-            layout = self._layouts[id(pipeline)] = (pipeline.get_bind_group_layout(0), pipeline)
-        entries = [
+    def _create_bind_group(self, layout: Any, bindings: Sequence[Binding]) -> Any:
+        return self._device.create_bind_group(layout=layout, entries=[
             {"binding": b.binding,
              "resource": {"buffer": b.buffer, "offset": b.offset,
                           "size": b.buffer.size - b.offset if b.size is None else b.size}}
             for b in bindings
-        ]
-        group = self._device.create_bind_group(layout=layout[0], entries=entries)
-        # The cache holds the buffers too, so an id in a key is never reused while cached.
-        self._bind_groups[key] = (group, [b.buffer for b in bindings])
-        for b in bindings:
-            self._keys_by_buffer.setdefault(id(b.buffer), []).append(key)
-        if len(self._bind_groups) > _BIND_GROUP_CACHE_SIZE:
-            old_key, (_, buffers) = self._bind_groups.popitem(last=False)
-            for buffer in buffers:
-                keys = self._keys_by_buffer.get(id(buffer))
-                if keys is not None:
-                    try:
-                        keys.remove(old_key)
-                    except ValueError:
-                        pass
-                    if not keys:
-                        del self._keys_by_buffer[id(buffer)]
-        return group
+        ])
 
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         try:
@@ -226,7 +195,7 @@ class NativeDriver(Driver):
                     if compute_pass is None:
                         compute_pass = encoder.begin_compute_pass()
                     compute_pass.set_pipeline(command.pipeline)
-                    compute_pass.set_bind_group(0, self._bind_group(command.pipeline,
+                    compute_pass.set_bind_group(0, self._bind_groups.get(command.pipeline,
                                                                     command.bindings))
                     compute_pass.dispatch_workgroups(*command.workgroups)
                 else:
