@@ -232,11 +232,7 @@ class CPUBackend(Backend):
 
     def apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
                                  penalty: float) -> Any:
-        out = np.array(logits, dtype=np.float32)
-        rows = out.reshape(out.shape[0], out.shape[-1])
-        if len(token_ids) != rows.shape[0]:
-            raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
-                             "of logits; expected one per row")
+        out, rows = _copy_with_rows(logits, token_ids)
         for row, ids in zip(rows, token_ids):
             ids = np.unique(np.asarray(ids, dtype=np.int64))
             ids = ids[(ids >= 0) & (ids < row.shape[0])]
@@ -247,11 +243,7 @@ class CPUBackend(Backend):
 
     def mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
                     value: float = float("-inf")) -> Any:
-        out = np.array(logits, dtype=np.float32)
-        rows = out.reshape(out.shape[0], out.shape[-1])
-        if len(token_ids) != rows.shape[0]:
-            raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
-                             "of logits; expected one per row")
+        out, rows = _copy_with_rows(logits, token_ids)
         for row, ids in zip(rows, token_ids):
             if len(ids):
                 ids = np.asarray(ids, dtype=np.int64)
@@ -314,6 +306,18 @@ class CPUBackend(Backend):
         except ImportError:
             pass
         return info
+
+
+def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 copy of logits [B, V] or [B, 1, V] and its [B, V] view, checking that
+    there is one list of token ids per row."""
+    out = np.array(logits, dtype=np.float32)
+    rows = out.reshape(out.shape[0], out.shape[-1])
+    if len(token_ids) != rows.shape[0]:
+        raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
+                         "of logits; expected one per row")
+    return out, rows
 
 
 def _matmul_rows(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
