@@ -92,9 +92,12 @@ def open_page(context, url: str, console: list[str] | None = None):
 
 
 def record_generation(model, prompt: str, max_new_tokens: int, sampler: str = "greedy",
-                      seed: int | None = None, **sampler_options) -> dict:
+                      seed: int | None = None, options: dict | None = None,
+                      **sampler_options) -> dict:
     """Generate natively as the page does, returning what the page's generate() returns:
-    the sampled ids (the stop token included), the streamed text and the same timings."""
+    the sampled ids (the stop token included), the streamed text and the same timings.
+    options: more `stream` options (repetition_penalty, stop_strings, ...); sampler is a
+    token-by-token one (not beam or contrastive)."""
     import time
 
     from webgpt2.generation.samplers import Sampler, get_sampler
@@ -118,7 +121,7 @@ def record_generation(model, prompt: str, max_new_tokens: int, sampler: str = "g
     recording = Recording()
     start = time.perf_counter()
     text = "".join(model.stream(prompt, max_new_tokens=max_new_tokens, sampler=recording,
-                                seed=seed))
+                                seed=seed, **(options or {})))
     times = recording.times
     decode = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
     return {

@@ -98,6 +98,10 @@ def fill_form(page, url: str, prompt: str, sampler: str = "greedy", max_new_toke
     page.fill("#seed", seed)
     page.fill("#max-new-tokens", str(max_new_tokens))
     page.fill("#prompt", prompt)
+    # The advanced fields off, whether or not their <details> is open.
+    for field in ("#repetition-penalty", "#no-repeat-ngram-size", "#min-new-tokens",
+                  "#stop-strings"):
+        page.eval_on_selector(field, "e => { e.value = ''; }")
 
 
 def wait_for_ui(page, condition: str, timeout: int = 120_000) -> None:
@@ -258,6 +262,109 @@ def test_seeded_sampling_tokens_match_cpu(page, tiny_cpu, sampler, options):
     assert result["tokenIds"] == expected
     assert result["text"] == text
     assert len(set(expected)) > 4  # the draw really varies, so the match means something
+
+
+def watch_generations(page) -> None:
+    """Keep the options and result of the form's webgpt2.generate() calls in the page."""
+    page.evaluate("""() => {
+        if (webgpt2.unwatched) return;
+        const generate = webgpt2.generate;
+        webgpt2.unwatched = generate;
+        webgpt2.generate = async (prompt, options) => {
+            window.lastGeneration = null;
+            const result = await generate(prompt, options);
+            const { onToken, ...given } = options;
+            window.lastGeneration = { options: given, result };
+            return result;
+        };
+    }""")
+
+
+def run_form(page) -> dict:
+    """Click Generate and wait for the finished generation's options and result."""
+    page.evaluate("window.lastGeneration = null")
+    page.click("#generate")
+    wait_for_ui(page, "window.lastGeneration && document.querySelector('#stats')"
+                      ".textContent.includes('first token')")
+    return page.evaluate("window.lastGeneration")
+
+
+def test_processors_and_stop_strings_from_the_form_match_cpu(page, site, tiny_cpu):
+    """Repetition penalty and no-repeat n-gram size set in the page's Advanced settings give
+    the native cpu backend's greedy tokens; a stop string ends the text as natively."""
+    processors = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 2}
+    plain = record_generation(tiny_cpu, PROMPT, 24)
+    native = record_generation(tiny_cpu, PROMPT, 24, options=processors)
+    assert native["tokenIds"] != plain["tokenIds"]  # the processors change this greedy run
+    assert native["text"] == tiny_cpu.generate(PROMPT, max_new_tokens=24, strip_prompt=True,
+                                               **processors)
+    words = [w for w in native["text"].split() if "," not in w and "\\" not in w]
+    stop = words[len(words) // 2]
+    stopped = record_generation(tiny_cpu, PROMPT, 24,
+                                options={**processors, "stop_strings": [stop]})
+    assert stopped["text"] == tiny_cpu.generate(PROMPT, max_new_tokens=24, strip_prompt=True,
+                                                stop_strings=[stop], **processors)
+    assert stopped["text"].endswith(stop)
+    assert len(stopped["tokenIds"]) < len(native["tokenIds"])
+
+    watch_generations(page)
+    try:
+        fill_form(page, site + "ckpt/tiny", PROMPT, "greedy", max_new_tokens=24)
+        if not page.eval_on_selector("#advanced", "d => d.open"):
+            page.click("#advanced summary")
+        page.fill("#repetition-penalty", "1.3")
+        page.fill("#no-repeat-ngram-size", "2")
+        run = run_form(page)
+        assert run["options"]["repetitionPenalty"] == 1.3
+        assert run["options"]["noRepeatNgramSize"] == 2
+        assert run["options"]["stopStrings"] == []
+        assert run["result"]["tokenIds"] == native["tokenIds"]
+        assert page.inner_text("#output-text") == native["text"] == run["result"]["text"]
+
+        # Two stop strings, comma-separated; only the second occurs.
+        page.fill("#stop-strings", "zqzqzq, " + stop)
+        run = run_form(page)
+        assert run["options"]["stopStrings"] == ["zqzqzq", stop]
+        assert run["result"]["tokenIds"] == stopped["tokenIds"]
+        assert page.inner_text("#output-text") == stopped["text"] == run["result"]["text"]
+        assert f"{len(stopped['tokenIds'])} tokens" in page.inner_text("#stats")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-advanced-settings.png"), full_page=True)
+    finally:
+        page.evaluate("() => { webgpt2.generate = webgpt2.unwatched; delete webgpt2.unwatched; }")
+        page.eval_on_selector("#advanced", "d => { d.open = false; }")
+    # The same through the API.
+    result = generate(page, PROMPT, maxNewTokens=24, sampler="greedy", repetitionPenalty=1.3,
+                      noRepeatNgramSize=2, stopStrings=stop)
+    assert result["tokenIds"] == stopped["tokenIds"] and result["text"] == stopped["text"]
+
+
+def test_contrastive_and_beam_match_cpu(page, site, tiny_cpu):
+    from webgpt2.generation.samplers import get_sampler
+
+    load(page, "tiny")
+    contrastive = "".join(tiny_cpu.stream(PROMPT, max_new_tokens=16,
+                                          sampler=get_sampler("contrastive", k=4, alpha=0.6)))
+    result = generate(page, PROMPT, maxNewTokens=16, sampler="contrastive", k=4, alpha=0.6)
+    assert result["text"] == contrastive and result["streamed"] is True
+    assert len(result["tokenIds"]) == result["timings"]["generatedTokens"] == 16
+    beam = tiny_cpu.generate(PROMPT, max_new_tokens=16, strip_prompt=True,
+                             sampler=get_sampler("beam", num_beams=3),
+                             no_repeat_ngram_size=3)
+    result = generate(page, PROMPT, maxNewTokens=16, sampler="beam", numBeams=3,
+                      noRepeatNgramSize=3)
+    assert result["text"] == beam and result["streamed"] is False
+    assert tiny_cpu.preprocessor.tokenizer.detokenize(result["tokenIds"]) == beam
+    # The form: Stop stays off (beam search cannot be interrupted) and the stats say why.
+    fill_form(page, site + "ckpt/tiny", PROMPT, "beam", max_new_tokens=16)
+    page.fill("#num-beams", "3")
+    assert "cannot stream" in page.inner_text("#sampler-note")
+    page.click("#generate")
+    assert page.is_disabled("#stop")
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('not streamed')")
+    assert page.inner_text("#output-text") == tiny_cpu.generate(
+        PROMPT, max_new_tokens=16, strip_prompt=True, sampler=get_sampler("beam", num_beams=3))
+    page.select_option("#sampler", "greedy")
 
 
 def test_streamed_pieces_arrive_in_order(page):

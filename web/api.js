@@ -92,8 +92,11 @@ export function createClient(workerUrl = new URL("./worker.js", import.meta.url)
 
     /**
      * Generate from prompt. options: maxNewTokens, sampler ("greedy", "random", "top_k",
-     * "top_p"), temperature, k, p, seed, onToken({text, tokenIds, elapsedMs}).
-     * Resolves with {text, tokenIds, timings, stopped, backend}.
+     * "top_p", "contrastive", "beam"), temperature, k, p, seed, alpha (contrastive),
+     * numBeams and lengthPenalty (beam), repetitionPenalty, noRepeatNgramSize,
+     * minNewTokens, stopStrings (a string or an array), onToken({text, tokenIds,
+     * elapsedMs}). Beam search cannot stream: onToken is called once, at the end.
+     * Resolves with {text, tokenIds, timings, stopped, streamed, sampler, backend}.
      */
     async generate(prompt, { onToken, ...options } = {}) {
       await ready;

@@ -23,6 +23,13 @@ const ui = {
   topP: $("top-p"),
   maxNewTokens: $("max-new-tokens"),
   seed: $("seed"),
+  alpha: $("penalty-alpha"),
+  numBeams: $("num-beams"),
+  samplerNote: $("sampler-note"),
+  repetitionPenalty: $("repetition-penalty"),
+  noRepeatNgramSize: $("no-repeat-ngram-size"),
+  minNewTokens: $("min-new-tokens"),
+  stopStrings: $("stop-strings"),
   generate: $("generate"),
   stop: $("stop"),
   outputPrompt: $("output-prompt"),
@@ -136,16 +143,72 @@ async function withBusy(task, errorTitle) {
   }
 }
 
+// A number field's value, or null when it is empty (the option is off).
+function numberOrNull(input) {
+  const value = input.value.trim();
+  return value === "" ? null : Number(value);
+}
+
+// The stop strings field: one per line or comma-separated, surrounding spaces trimmed;
+// "\n", "\t", "\," and "\\" stand for a newline, a tab, a comma and a backslash.
+export function parseStopStrings(field) {
+  const escapes = { n: "\n", t: "\t", ",": ",", "\\": "\\" };
+  const strings = [];
+  let current = "";
+  const flush = () => {
+    const trimmed = current.replace(/^[ ]+|[ ]+$/g, "");
+    if (trimmed) strings.push(trimmed);
+    current = "";
+  };
+  for (let i = 0; i < field.length; i++) {
+    const c = field[i];
+    if (c === "\\" && i + 1 < field.length && field[i + 1] in escapes) {
+      current += escapes[field[++i]];
+    } else if (c === "," || c === "\n") {
+      flush();
+    } else {
+      current += c;
+    }
+  }
+  flush();
+  return strings;
+}
+
 function samplerOptions() {
-  const seed = ui.seed.value.trim();
   return {
     sampler: ui.sampler.value,
     temperature: Number(ui.temperature.value),
     k: Number(ui.topK.value),
     p: Number(ui.topP.value),
+    alpha: Number(ui.alpha.value),
+    numBeams: Number(ui.numBeams.value),
     maxNewTokens: Number(ui.maxNewTokens.value),
-    seed: seed === "" ? null : Number(seed),
+    seed: numberOrNull(ui.seed),
+    repetitionPenalty: numberOrNull(ui.repetitionPenalty),
+    noRepeatNgramSize: numberOrNull(ui.noRepeatNgramSize),
+    minNewTokens: numberOrNull(ui.minNewTokens),
+    stopStrings: parseStopStrings(ui.stopStrings.value),
   };
+}
+
+const SAMPLER_NOTES = {
+  contrastive: "Contrastive search runs top-k candidates through the model at each step " +
+    "(k times the work of greedy); a small top-k such as 4 to 8 is usual.",
+  beam: "Beam search cannot stream: the text appears when the search finishes, and Stop " +
+    "cannot end it early.",
+};
+
+// Dim the fields the chosen sampler ignores (hide those only one sampler has); say what
+// is special about it.
+function showSamplerFields() {
+  const sampler = ui.sampler.value;
+  for (const label of document.querySelectorAll(".settings label[data-for]")) {
+    const used = label.dataset.for.split(" ").includes(sampler);
+    if (label.hasAttribute("data-only")) label.hidden = !used;
+    else label.classList.toggle("unused", !used);
+  }
+  ui.samplerNote.textContent = SAMPLER_NOTES[sampler] || "";
+  ui.samplerNote.hidden = !SAMPLER_NOTES[sampler];
 }
 
 function formatStats(result, count, elapsedMs) {
@@ -154,6 +217,7 @@ function formatStats(result, count, elapsedMs) {
   if (t) {
     parts.push(`${t.generatedTokens} tokens`);
     parts.push(`first token ${t.timeToFirstTokenMs.toFixed(0)} ms`);
+    if (result.streamed === false) parts.push(`${result.sampler} search, ${(t.totalMs / 1000).toFixed(1)} s, not streamed`);
     if (t.tokensPerSecond) parts.push(`${t.tokensPerSecond.toFixed(1)} tokens/s (${t.decodeMsPerToken.toFixed(1)} ms/token)`);
     if (result.stopped) parts.push("stopped");
   } else {
@@ -170,11 +234,14 @@ async function generate() {
     ui.outputPrompt.textContent = prompt;
     ui.outputText.textContent = "";
     ui.stats.textContent = "";
-    ui.stop.disabled = false;
+    const options = samplerOptions();
+    const streams = options.sampler !== "beam";
+    ui.stop.disabled = !streams;
+    if (!streams) ui.stats.textContent = `beam search with ${options.numBeams} beams: the text appears when it finishes…`;
     let count = 0;
     try {
       const result = await webgpt2.generate(prompt, {
-        ...samplerOptions(),
+        ...options,
         onToken: ({ text, tokenIds, elapsedMs }) => {
           ui.outputText.textContent += text;
           count += tokenIds.length;
@@ -192,6 +259,8 @@ async function generate() {
 ui.load.addEventListener("click", () => withBusy(loadSelected, "Loading the model failed"));
 ui.generate.addEventListener("click", generate);
 ui.stop.addEventListener("click", () => webgpt2.stop());
+ui.sampler.addEventListener("change", showSamplerFields);
+showSamplerFields();
 $("error-dismiss").addEventListener("click", clearError);
 ui.prompt.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !ui.generate.disabled) generate();

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import webgpt2
 from webgpt2.backends import backend_status, get_backend, register_backend
-from webgpt2.generation.samplers import Sampler, get_sampler
+from webgpt2.generation.samplers import Sampler, SearchSampler, get_sampler
 
 _hooks: Any = None  # worker.js's object: stop_requested(), and tick() to let messages in
 _model: Any = None
@@ -161,11 +161,43 @@ class _RecordingSampler(Sampler):
         return self.inner.get_config()
 
 
+class _RecordingSearch(SearchSampler):
+    """Wraps a search sampler (contrastive, beam) to note the row's generated ids as its
+    decode writes them: after each step it yields (contrastive), or once at the end (beam,
+    which yields nothing)."""
+
+    def __init__(self, inner: SearchSampler) -> None:
+        super().__init__(inner.seed)
+        self.inner = inner
+        self.name = inner.name
+        self.streams = inner.streams
+        self.token_ids: list[int] = []
+        self.times: list[float] = []
+
+    def run(self, model: Any, state: Any, options: Any) -> Iterator[Any]:
+        n = state.prompt_lengths[0]
+
+        def note() -> None:
+            ids = [t for t, m in zip(state.token_ids[0][n:], state.padding_mask[0][n:]) if m]
+            now = time.perf_counter()
+            self.times.extend([now] * (len(ids) - len(self.token_ids)))
+            self.token_ids[:] = ids
+
+        for step in self.inner.run(model, state, options):
+            note()
+            yield step
+        note()
+
+    def get_config(self) -> dict:
+        return self.inner.get_config()
+
+
 def make_sampler(options: dict) -> Sampler:
-    """A sampler from the page's options: sampler, temperature, k, p."""
-    name = options.get("sampler", "greedy")
+    """A sampler from the page's options: sampler, temperature, k, p (top_k, top_p,
+    contrastive), alpha (contrastive), numBeams and lengthPenalty (beam)."""
+    name = options.get("sampler") or "greedy"
     kwargs: dict = {}
-    if name != "greedy":
+    if name in ("random", "top_k", "top_p"):
         kwargs["temperature"] = float(options.get("temperature", 1.0))
     if name == "top_k":
         kwargs["k"] = int(options.get("k", 5))
@@ -173,7 +205,47 @@ def make_sampler(options: dict) -> Sampler:
         kwargs["p"] = float(options.get("p", 0.9))
         if options.get("k"):
             kwargs["k"] = int(options["k"])
+    if name == "contrastive":
+        kwargs["k"] = int(options.get("k") or 5)
+        kwargs["alpha"] = float(_given(options, "alpha", 0.6))
+    if name == "beam":
+        kwargs["num_beams"] = int(options.get("numBeams") or 4)
+        kwargs["length_penalty"] = float(_given(options, "lengthPenalty", 1.0))
     return get_sampler(name, **kwargs)
+
+
+def _given(options: dict, key: str, default: Any = None) -> Any:
+    """options[key], or default when it is missing, null or an empty string."""
+    value = options.get(key)
+    return default if value is None or value == "" else value
+
+
+def _stop_strings(value: Any) -> list[str] | None:
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ValueError(f"stopStrings is {value!r}; expected a string or a list of strings")
+    return [s for s in value if s] or None
+
+
+def generate_options(options: dict) -> dict:
+    """`GPT2CausalLM.generate`'s keyword options (besides the sampler) from the page's:
+    maxNewTokens, seed, repetitionPenalty, noRepeatNgramSize, minNewTokens, stopStrings.
+    A missing, null or empty option is off."""
+    seed = _given(options, "seed")
+    penalty = _given(options, "repetitionPenalty")
+    ngram = _given(options, "noRepeatNgramSize")
+    minimum = _given(options, "minNewTokens")
+    return {
+        "max_new_tokens": int(_given(options, "maxNewTokens", 32)),
+        "seed": None if seed is None else int(seed),
+        "repetition_penalty": None if penalty is None else float(penalty),
+        "no_repeat_ngram_size": None if ngram is None else int(ngram),
+        "min_new_tokens": None if minimum is None else int(minimum),
+        "stop_strings": _stop_strings(options.get("stopStrings")),
+    }
 
 
 def _stop_requested() -> bool:
@@ -192,40 +264,50 @@ def _stop_requested() -> bool:
 def generate(prompt: str, options_json: str, on_text: Any) -> dict:
     """Generate from prompt, calling on_text(piece, new_ids_json, elapsed_ms) as text comes.
 
-    options: sampler, temperature, k, p, maxNewTokens, seed. Returns the text, the sampled
-    token ids, timings and whether Stop ended it.
+    options: see `make_sampler` and `generate_options`. Beam search cannot stream: its
+    text comes in one piece when it is done, and Stop cannot end it early. Returns the
+    text, the generated token ids, timings and whether Stop ended it.
     """
     if _model is None:
         raise RuntimeError("no model is loaded: load one before generating")
     options = json.loads(options_json)
-    sampler = _RecordingSampler(make_sampler(options))
-    seed = options.get("seed")
-    max_new_tokens = int(options.get("maxNewTokens", 32))
+    inner = make_sampler(options)
+    sampler: Any = (_RecordingSearch(inner) if isinstance(inner, SearchSampler)
+                    else _RecordingSampler(inner))
+    kwargs = generate_options(options)
     start = time.perf_counter()
-    pieces = _model.stream(prompt, max_new_tokens=max_new_tokens, sampler=sampler,
-                           seed=None if seed in (None, "") else int(seed))
     text: list[str] = []
-    sent = 0
     stopped = False
-    try:
-        for piece in pieces:
-            text.append(piece)
-            new_ids, sent = sampler.token_ids[sent:], len(sampler.token_ids)
-            on_text(piece, json.dumps(new_ids), (time.perf_counter() - start) * 1000)
-            if _stop_requested():
-                stopped = True
-                break
-    finally:
-        pieces.close()  # frees the KV cache on the backend even when stopped early
+    streams = getattr(sampler, "streams", True)
+    if not streams:
+        text.append(_model.generate(prompt, sampler=sampler, strip_prompt=True, **kwargs))
+        on_text(text[0], json.dumps(sampler.token_ids), (time.perf_counter() - start) * 1000)
+    else:
+        pieces = _model.stream(prompt, sampler=sampler, **kwargs)
+        sent = 0
+        try:
+            for piece in pieces:
+                text.append(piece)
+                new_ids, sent = sampler.token_ids[sent:], len(sampler.token_ids)
+                on_text(piece, json.dumps(new_ids), (time.perf_counter() - start) * 1000)
+                if _stop_requested():
+                    stopped = True
+                    break
+        finally:
+            pieces.close()  # frees the KV cache on the backend even when stopped early
     end = time.perf_counter()
     times = sampler.times
     first = times[0] if times else end
-    decode = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    decode = None
+    if len(times) > 1 and times[-1] > times[0]:  # beam's tokens all arrive at once
+        decode = (times[-1] - times[0]) / (len(times) - 1)
     return {
         "text": "".join(text),
         "prompt": prompt,
-        "tokenIds": sampler.token_ids,
+        "tokenIds": list(sampler.token_ids),
         "stopped": stopped,
+        "streamed": bool(streams),
+        "sampler": inner.name,
         "backend": _model_info.get("backend"),
         "timings": {
             "timeToFirstTokenMs": (first - start) * 1000,
