@@ -29,9 +29,9 @@ def webgpt2_runner(folder, backend="cpu"):
     b = lm.backend
 
     def prefill(prompt, cache_length):
-        hidden, cache = lm.build_cache([prompt], cache_length=cache_length)
-        logits = lm.project(b.select_position(hidden, len(prompt) - 1))
-        return b.argmax(logits)[0], cache
+        # What generate() runs: the cache plus the last position's logits.
+        last, cache = lm.prefill([prompt], cache_length=cache_length)
+        return b.argmax(lm.project(last))[0], cache
 
     def run(prompt, new_tokens):
         t0 = time.perf_counter()
@@ -78,8 +78,8 @@ def decode_against_floor(lm, prompt, steps: int) -> tuple[float, float]:
     """Median ms of a decode step and of the streaming floor, alternated token by token so
     that both see the same memory bandwidth (it drifts on this VM)."""
     b = lm.backend
-    hidden, cache = lm.build_cache([prompt], cache_length=len(prompt) + steps)
-    token = b.argmax(lm.project(b.select_position(hidden, len(prompt) - 1)))[0]
+    last, cache = lm.prefill([prompt], cache_length=len(prompt) + steps)
+    token = b.argmax(lm.project(last))[0]
     floors, decodes = [], []
     for i in range(len(prompt), len(prompt) + steps):
         floors.append(streaming_floor_ms(lm))

@@ -151,3 +151,17 @@ def test_seeded_sampling_draws_from_the_filtered_distribution(tiny_checkpoint):
     for u in uniforms:
         counts[b.sample(logits, [float(u)], temperature=0.8)[0]] += 1
     np.testing.assert_allclose(counts / counts.sum(), probs, atol=1e-3)
+
+
+def test_prefill_equals_build_cache_at_the_last_position(checkpoint):
+    """prefill() skips the last block's work at the other positions; what it returns (the
+    last position's hidden states and the whole cache) is build_cache's."""
+    lm = GPT2CausalLM.from_pretrained(checkpoint, backend="cpu", progress=False)
+    b = lm.backend
+    ids = [PROMPT_IDS, PROMPT_IDS[::-1]]
+    hidden, cache = lm.build_cache(ids, cache_length=20)
+    last, prefill_cache = lm.prefill(ids, cache_length=20)
+    assert b.shape(last) == (2, 1, lm.backbone.hidden_dim)
+    np.testing.assert_allclose(b.to_list(last), np.asarray(b.to_list(hidden))[:, -1:],
+                               atol=1e-5)
+    np.testing.assert_array_equal(b.to_list(prefill_cache), b.to_list(cache))

@@ -193,10 +193,10 @@ class BeamSampler(SearchSampler):
         nb = self.num_beams
         prefill = index  # positions before it are the same in every beam of a prompt
         ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
-        hidden, cache = model.build_cache(ids, cache_length=max_length)
+        last, cache = model.prefill(ids, cache_length=max_length)
         backend.release(ids)
-        logits = model.project(backend.select_position(hidden, index - 1))
-        backend.release(hidden)
+        logits = model.project(last)
+        backend.release(last)
         rows = [g.row for g in groups for _ in range(nb)]
         identity = list(range(len(rows)))
         beam_cache = backend.gather_batch(cache, rows)

@@ -54,7 +54,8 @@ class GenerativeTask:
     """Mixin for models that generate text: `generate`, `stream` and `generate_step`.
 
     The model provides `backend`, `preprocessor`, `max_sequence_length`,
-    `build_cache(token_ids, cache_length)`, `call_with_cache(...)` and `project(hidden)`.
+    `build_cache(token_ids, cache_length)`, `prefill(token_ids, cache_length)` (the last
+    position's hidden states and the cache), `call_with_cache(...)` and `project(hidden)`.
 
     Example:
         >>> from webgpt2 import GPT2CausalLM
@@ -284,11 +285,10 @@ class GenerativeTask:
         if all(done):
             return
         ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
-        hidden, cache = self.build_cache(ids, cache_length=max_length)
+        last, cache = self.prefill(ids, cache_length=max_length)
         backend.release(ids)
-        last = backend.select_position(hidden, index - 1)
         logits = self.project(last)
-        backend.release(hidden)
+        backend.release(last)
         try:
             while True:
                 forced = [index < state.prompt_lengths[r] for r in range(batch)]

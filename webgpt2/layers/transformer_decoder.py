@@ -27,11 +27,21 @@ class CachedMultiHeadAttention(Layer):
     def children(self) -> dict[str, Layer]:
         return {"c_attn": self.c_attn, "c_proj": self.c_proj}
 
-    def __call__(self, x: Any, residual: Any, cache: Any, cache_update_index: int) -> Any:
+    def __call__(self, x: Any, residual: Any, cache: Any, cache_update_index: int,
+                 last_position_only: bool = False) -> Any:
+        """[B, S, H] -> [B, S, H], or [B, 1, H] for the last position only (the cache still
+        gets every position's keys and values)."""
+        b = self.backend
         qkv = self.c_attn(x)  # [B, S, 3H]
-        attended = self.backend.cached_attention(qkv, cache, self.layer_index,
-                                                 cache_update_index, self.num_heads)
-        self.backend.release(qkv)
+        attended = b.cached_attention(qkv, cache, self.layer_index, cache_update_index,
+                                      self.num_heads)
+        b.release(qkv)
+        if last_position_only:
+            last = b.shape(attended)[1] - 1
+            out = self.c_proj(b.select_position(attended, last),
+                              residual=b.select_position(residual, last))
+            b.release(attended)
+            return out
         return self.c_proj(attended, residual=residual)
 
 
@@ -57,11 +67,14 @@ class TransformerDecoder(Layer):
         return {"ln_1": self.ln_1, "attn": self.attn, "ln_2": self.ln_2,
                 "mlp.c_fc": self.mlp_c_fc, "mlp.c_proj": self.mlp_c_proj}
 
-    def __call__(self, x: Any, cache: Any, cache_update_index: int) -> Any:
-        """x [B, S, H] -> [B, S, H]; writes this step's keys and values into `cache`."""
+    def __call__(self, x: Any, cache: Any, cache_update_index: int,
+                 last_position_only: bool = False) -> Any:
+        """x [B, S, H] -> [B, S, H] ([B, 1, H] with last_position_only, for a prefill whose
+        other positions only matter through the cache); writes this step's keys and values
+        into `cache`."""
         b = self.backend
         normed = self.ln_1(x)
-        x = self.attn(normed, x, cache, cache_update_index)
+        x = self.attn(normed, x, cache, cache_update_index, last_position_only)
         b.release(normed)
         normed = self.ln_2(x)
         inner = self.mlp_c_fc(normed)  # [B, S, intermediate]

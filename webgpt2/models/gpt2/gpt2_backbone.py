@@ -123,11 +123,19 @@ class GPT2Backbone(Layer):
         return self.backend.zeros((batch_size, self.num_layers, 2, cache_length,
                                    self.num_heads, self.head_dim))
 
-    def forward(self, token_ids: Any, cache: Any, cache_update_index: int) -> Any:
-        """hidden_states [B, S, H] after the final layer norm; fills `cache` at the index."""
+    def forward(self, token_ids: Any, cache: Any, cache_update_index: int,
+                last_position_only: bool = False) -> Any:
+        """hidden_states [B, S, H] after the final layer norm; fills `cache` at the index.
+
+        last_position_only: return [B, 1, H] for the last position, skipping the last
+        block's projection and MLP for the others (their keys and values are in the cache;
+        nothing else reads them). That is all a prefill for generation needs.
+        """
         x = embed(token_ids, self.token_embedding, self.position_embedding, cache_update_index)
-        for block in self.transformer_layers:
-            x_next = block(x, cache, cache_update_index)
+        last_block = len(self.transformer_layers) - 1
+        for i, block in enumerate(self.transformer_layers):
+            x_next = block(x, cache, cache_update_index,
+                           last_position_only and i == last_block)
             self.backend.release(x)
             x = x_next
         out = self.layer_norm(x)

@@ -186,6 +186,20 @@ class GPT2CausalLM(GenerativeTask):
             self.backend.release(ids)
         return hidden_states, cache
 
+    def prefill(self, token_ids: Any, cache_length: int) -> tuple[Any, Any]:
+        """`build_cache` for generation: (hidden_states [B, 1, H] of the last position,
+        cache). It skips the work no later step reads (the last block's projection and MLP
+        at the other positions), which transformers' generate does not."""
+        ids, (batch, seq_len) = self._token_tensor(token_ids)
+        if seq_len > self.max_sequence_length:
+            raise ValueError(f"prompt is {seq_len} tokens; this model's max_sequence_length "
+                             f"is {self.max_sequence_length}")
+        cache = self.backbone.new_cache(batch, cache_length)
+        hidden_states = self.backbone.forward(ids, cache, 0, last_position_only=True)
+        if ids is not token_ids:
+            self.backend.release(ids)
+        return hidden_states, cache
+
     def __call__(self, token_ids: Any) -> Any:
         """logits [B, S, V] for a full sequence (no cache kept)."""
         hidden_states, cache = self.build_cache(token_ids)
