@@ -400,8 +400,8 @@ def test_stop_cancels_a_generation_and_the_next_one_works(page, site):
     assert result["stopped"] is False and result["timings"]["generatedTokens"] == 6
 
 
-def test_stop_through_the_api(page):
-    load(page, "tiny")
+def assert_stops_after_first_token(page) -> None:
+    """webgpt2.stop() called from the first onToken ends a 120-token generation early."""
     result = page.evaluate("""async () => {
         let stopped = false;
         return await webgpt2.generate("ROMEO:", {maxNewTokens: 120, sampler: "greedy",
@@ -409,6 +409,11 @@ def test_stop_through_the_api(page):
     }""")
     assert result["stopped"] is True
     assert result["timings"]["generatedTokens"] < 120
+
+
+def test_stop_through_the_api(page):
+    load(page, "tiny")
+    assert_stops_after_first_token(page)
     assert page.evaluate("webgpt2.stop()") is False  # nothing is running now
 
 
@@ -420,13 +425,7 @@ def test_stop_without_cross_origin_isolation(browser, tiny_checkpoint):
         try:
             assert page.evaluate("webgpt2.ready")["crossOriginIsolated"] is False
             load(page, "tiny")
-            result = page.evaluate("""async () => {
-                let stopped = false;
-                return await webgpt2.generate("ROMEO:", {maxNewTokens: 120, sampler: "greedy",
-                    onToken: () => { if (!stopped) { stopped = webgpt2.stop(); } }});
-            }""")
-            assert result["stopped"] is True
-            assert result["timings"]["generatedTokens"] < 120
+            assert_stops_after_first_token(page)
         finally:
             page.close()
 
