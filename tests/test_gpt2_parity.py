@@ -165,3 +165,9 @@ def test_prefill_equals_build_cache_at_the_last_position(checkpoint):
     np.testing.assert_allclose(b.to_list(last), np.asarray(b.to_list(hidden))[:, -1:],
                                atol=1e-5)
     np.testing.assert_array_equal(b.to_list(prefill_cache), b.to_list(cache))
+
+
+def test_count_params_equals_transformers(tiny_checkpoint):
+    lm = GPT2CausalLM.from_pretrained(tiny_checkpoint, backend="cpu", progress=False)
+    # transformers counts the tied LM head once, as the backbone holds it once.
+    assert lm.backbone.count_params() == _reference(tiny_checkpoint).num_parameters()

@@ -80,16 +80,6 @@ def backends() -> dict:
     return {"backends": backend_status()}
 
 
-def _parameter_count(backbone: Any) -> int:
-    count = 0
-    for shape in backbone.expected_weights().values():
-        size = 1
-        for d in shape:
-            size *= d
-        count += size
-    return count
-
-
 @_reply
 def load_model(source_json: str, progress: Any) -> dict:
     """Load a model: {"preset": name} or {"folder": path in the Pyodide file system}.
@@ -127,7 +117,7 @@ def load_model(source_json: str, progress: Any) -> dict:
         "device": _describe(backend),
         "layers": bb.num_layers, "heads": bb.num_heads, "hidden": bb.hidden_dim,
         "vocabulary": bb.vocabulary_size, "maxSequenceLength": model.max_sequence_length,
-        "parameters": _parameter_count(bb), "loadMs": (time.perf_counter() - start) * 1000,
+        "parameters": bb.count_params(), "loadMs": (time.perf_counter() - start) * 1000,
     }
     return _model_info
 

@@ -47,6 +47,16 @@ class Layer:
             shapes.update(child.expected_weights(f"{prefix}{child_name}."))
         return shapes
 
+    def count_params(self) -> int:
+        """How many numbers this layer's weights hold (KerasHub's `count_params`)."""
+        count = 0
+        for shape in self.expected_weights().values():
+            size = 1
+            for d in shape:
+                size *= d
+            count += size
+        return count
+
     def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
                      dtype: str | None = None,
                      uploaded: Callable[[int], None] | None = None) -> None:
