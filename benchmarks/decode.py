@@ -129,16 +129,10 @@ def memory_child(folder: str, prompt_len: int, new_tokens: int) -> None:
     lm, run = webgpt2_runner(folder)
     run(list(range(100, 100 + prompt_len)), new_tokens)
     bb = lm.backbone
-    weights = sum(int(np.asarray(w).nbytes) for w in _all_weights(bb))
+    weights = bb.count_params() * 4  # the cpu backend holds float32
     cache = bb.num_layers * 2 * (prompt_len + new_tokens) * bb.hidden_dim * 4
     print(json.dumps({"peak": peak_rss_bytes(), "base": base, "weights": weights,
                       "cache": cache}))
-
-
-def _all_weights(layer):
-    yield from layer._weights.values()
-    for child in layer.children().values():
-        yield from _all_weights(child)
 
 
 def main() -> None:
