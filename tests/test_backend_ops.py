@@ -201,6 +201,27 @@ def test_cached_attention(backend, heads, head_dim, max_length, steps):
     np.testing.assert_array_equal(values(backend, cache), expected_cache)
 
 
+@pytest.mark.parametrize("start,seq_len", [(0, 1), (0, 200), (5, 131)])
+def test_cached_attention_last_position_only(backend, start, seq_len):
+    """The last query's output alone, and the same cache as computing every query."""
+    r = rng(8)
+    batch, heads, head_dim, max_length = 2, 3, 8, 210
+    hidden = heads * head_dim
+    past, qkv = (r.standard_normal((batch, n, 3 * hidden)).astype(np.float32)
+                 for n in (start, seq_len))
+    cache = backend.zeros((batch, 1, 2, max_length, heads, head_dim))
+    expected_cache = np.zeros((batch, 1, 2, max_length, heads, head_dim), np.float32)
+    if start:
+        backend.cached_attention(upload(backend, past), cache, 0, 0, heads)
+        reference_attention(past, expected_cache, 0, 0, heads)
+    expected = reference_attention(qkv, expected_cache, 0, start, heads)[:, -1:]
+    out = backend.cached_attention(upload(backend, qkv), cache, 0, start, heads,
+                                   last_position_only=True)
+    assert backend.shape(out) == (batch, 1, hidden)
+    np.testing.assert_allclose(values(backend, out), expected, **MATMUL)
+    np.testing.assert_array_equal(values(backend, cache), expected_cache)
+
+
 def test_cached_attention_matches_torch_causal_attention(backend):
     r = rng(7)
     batch, seq_len, heads, hd = 2, 9, 3, 5

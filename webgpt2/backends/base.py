@@ -133,14 +133,17 @@ class Backend:
         raise NotImplementedError
 
     def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
-                         cache_update_index: int, num_heads: int) -> Any:
+                         cache_update_index: int, num_heads: int,
+                         last_position_only: bool = False) -> Any:
         """Causal multi-head attention through the KV cache.
 
         qkv [B, S, 3H] (queries, keys, values concatenated as GPT-2's c_attn makes them).
         Writes this step's keys and values into cache[:, layer_index, 0|1,
         cache_update_index:cache_update_index + S] (in place), then attends query i (at
         absolute position cache_update_index + i) to cache positions 0..that position, with
-        scores scaled by 1/sqrt(hd) and a numerically stable softmax. Returns [B, S, H].
+        scores scaled by 1/sqrt(hd) and a numerically stable softmax. Returns [B, S, H], or
+        with last_position_only [B, 1, H]: the last query's output alone (all S positions'
+        keys and values are still written; a prefill's last block needs nothing else).
         cache [B, L, 2, T, nh, hd].
         """
         raise NotImplementedError

@@ -34,15 +34,13 @@ class CachedMultiHeadAttention(Layer):
         b = self.backend
         qkv = self.c_attn(x)  # [B, S, 3H]
         attended = b.cached_attention(qkv, cache, self.layer_index, cache_update_index,
-                                      self.num_heads)
+                                      self.num_heads, last_position_only)
         b.release(qkv)
-        if last_position_only:
-            last = b.shape(attended)[1] - 1
-            out = self.c_proj(b.select_position(attended, last),
-                              residual=b.select_position(residual, last))
-            b.release(attended)
-            return out
-        return self.c_proj(attended, residual=residual)
+        if last_position_only:  # attended is [B, 1, H]
+            residual = b.select_position(residual, b.shape(residual)[1] - 1)
+        out = self.c_proj(attended, residual=residual)
+        b.release(attended)
+        return out
 
 
 class TransformerDecoder(Layer):

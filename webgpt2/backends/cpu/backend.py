@@ -134,7 +134,8 @@ class CPUBackend(Backend):
         return y
 
     def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
-                         cache_update_index: int, num_heads: int) -> Any:
+                         cache_update_index: int, num_heads: int,
+                         last_position_only: bool = False) -> Any:
         batch, seq_len, three_hidden = qkv.shape
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
@@ -147,24 +148,13 @@ class CPUBackend(Backend):
         # that BLAS reads in place (a contiguous copy costs more than it saves).
         keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
         values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
+        first = seq_len - 1 if last_position_only else 0  # the first query computed
         # Scale the queries (S x hd values) rather than the scores (S x end).
-        queries = q.transpose(0, 2, 1, 3) * np.float32(1.0 / math.sqrt(head_dim))
-        out = np.empty((batch, num_heads, seq_len, head_dim), np.float32)
-        # Causal attention in blocks of queries: each block computes scores only for the keys
-        # it can see (about half the work of a long prefill), in cache-sized pieces.
-        for q0 in range(0, seq_len, _QUERY_BLOCK):
-            q1 = min(seq_len, q0 + _QUERY_BLOCK)
-            visible = cache_update_index + q1  # keys seen by the block's last query
-            scores = np.matmul(queries[:, :, q0:q1], keys[:, :, :visible].swapaxes(-1, -2))
-            if q1 - q0 > 1:
-                # Query i sits at absolute position cache_update_index + i.
-                scores += np.triu(np.full((q1 - q0, visible), -np.inf, np.float32),
-                                  k=cache_update_index + q0 + 1)
-            scores -= scores.max(axis=-1, keepdims=True)
-            np.exp(scores, out=scores)
-            scores /= scores.sum(axis=-1, keepdims=True)
-            np.matmul(scores, values[:, :, :visible], out=out[:, :, q0:q1])
-        return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, seq_len, hidden)
+        queries = q[:, first:].transpose(0, 2, 1, 3) * np.float32(1.0 / math.sqrt(head_dim))
+        out = np.empty((batch, num_heads, seq_len - first, head_dim), np.float32)
+        _causal_attention(queries, keys, values, out, cache_update_index + first)
+        return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, seq_len - first,
+                                                                        hidden)
 
     def select_position(self, x: Any, index: int) -> Any:
         return x[:, index:index + 1, :]
@@ -325,6 +315,49 @@ def _matmul_rows(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     over the leading axis, several times slower for a few rows against a big matrix."""
     y = np.matmul(x.reshape(-1, x.shape[-1]), weight)
     return y.reshape(*x.shape[:-1], weight.shape[1])
+
+
+_DIAGONAL_MASKS: dict[int, np.ndarray] = {}
+
+
+def _diagonal_mask(n: int) -> np.ndarray:
+    """[n, n] additive causal mask: -inf above the diagonal, 0 elsewhere (cached)."""
+    mask = _DIAGONAL_MASKS.get(n)
+    if mask is None:
+        mask = np.triu(np.full((n, n), -np.inf, np.float32), k=1)
+        mask.flags.writeable = False
+        _DIAGONAL_MASKS[n] = mask
+    return mask
+
+
+def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
+                      out: np.ndarray, cache_update_index: int) -> None:
+    """out [B, h, S, hd] = causal softmax(queries keys^T) values for a group of heads.
+
+    queries [B, h, S, hd] (already scaled) sit at absolute positions cache_update_index + i;
+    keys and values [B, h, >= cache_update_index + S, hd] (strided views of the cache: each
+    head is a 2-D matrix with row stride nh * hd that BLAS reads in place; a contiguous copy
+    costs more than it saves).
+    """
+    seq_len = queries.shape[2]
+    # Blocks of queries: each block computes scores only for the keys it can see (about half
+    # the work of a long prefill), in cache-sized pieces.
+    for q0 in range(0, seq_len, _QUERY_BLOCK):
+        q1 = min(seq_len, q0 + _QUERY_BLOCK)
+        n = q1 - q0
+        visible = cache_update_index + q1  # keys seen by the block's last query
+        scores = np.matmul(queries[:, :, q0:q1], keys[:, :, :visible].swapaxes(-1, -2))
+        if n > 1:
+            # Only the last n keys are hidden from some of the block: query i (absolute
+            # position cache_update_index + q0 + i) sees key visible - n + j iff j <= i.
+            scores[..., visible - n:] += _diagonal_mask(n)
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        denominators = scores.sum(axis=-1, keepdims=True)
+        block = out[:, :, q0:q1]
+        np.matmul(scores, values[:, :, :visible], out=block)
+        # Normalising the [n, hd] output costs less than normalising the [n, visible] scores.
+        block /= denominators
 
 
 def filter_top_k_top_p(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:

@@ -726,7 +726,14 @@ class WebGPUBackend(Backend):
         return out
 
     def cached_attention(self, qkv: WebGPUTensor, cache: WebGPUTensor, layer_index: int,
-                         cache_update_index: int, num_heads: int) -> WebGPUTensor:
+                         cache_update_index: int, num_heads: int,
+                         last_position_only: bool = False) -> WebGPUTensor:
+        if last_position_only:
+            # Every query is computed (one dispatch for all of them), then the last selected.
+            full = self.cached_attention(qkv, cache, layer_index, cache_update_index, num_heads)
+            last = self.select_position(full, full.shape[1] - 1)
+            self.release(full)
+            return last
         batch, seq_len, three_hidden = qkv.shape
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
