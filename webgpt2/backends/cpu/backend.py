@@ -332,21 +332,21 @@ def _diagonal_mask(n: int) -> np.ndarray:
 
 def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
                       out: np.ndarray, cache_update_index: int) -> None:
-    """out [B, h, S, hd] = causal softmax(queries keys^T) values for a group of heads.
+    """out [..., S, hd] = causal softmax(queries keys^T) values, head by head.
 
-    queries [B, h, S, hd] (already scaled) sit at absolute positions cache_update_index + i;
-    keys and values [B, h, >= cache_update_index + S, hd] (strided views of the cache: each
+    queries [..., S, hd] (already scaled) sit at absolute positions cache_update_index + i;
+    keys and values [..., >= cache_update_index + S, hd] (strided views of the cache: each
     head is a 2-D matrix with row stride nh * hd that BLAS reads in place; a contiguous copy
-    costs more than it saves).
+    costs more than it saves). The leading axes are heads, or batch and heads.
     """
-    seq_len = queries.shape[2]
+    seq_len = queries.shape[-2]
     # Blocks of queries: each block computes scores only for the keys it can see (about half
     # the work of a long prefill), in cache-sized pieces.
     for q0 in range(0, seq_len, _QUERY_BLOCK):
         q1 = min(seq_len, q0 + _QUERY_BLOCK)
         n = q1 - q0
         visible = cache_update_index + q1  # keys seen by the block's last query
-        scores = np.matmul(queries[:, :, q0:q1], keys[:, :, :visible].swapaxes(-1, -2))
+        scores = np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2))
         if n > 1:
             # Only the last n keys are hidden from some of the block: query i (absolute
             # position cache_update_index + q0 + i) sees key visible - n + j iff j <= i.
@@ -354,8 +354,8 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         denominators = scores.sum(axis=-1, keepdims=True)
-        block = out[:, :, q0:q1]
-        np.matmul(scores, values[:, :, :visible], out=block)
+        block = out[..., q0:q1, :]
+        np.matmul(scores, values[..., :visible, :], out=block)
         # Normalising the [n, hd] output costs less than normalising the [n, visible] scores.
         block /= denominators
 
