@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from webgpt2.backends.base import Backend, HostTensor
+from webgpt2.backends.cpu.buffers import SOLE_OWNER_REFERENCES, BufferPool, reference_count
 
 _NP_DTYPES = {
     "float32": np.dtype("<f4"),
@@ -24,6 +25,9 @@ _NP_DTYPES = {
 }
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 _QUERY_BLOCK = 128
+# GELU works through its input in pieces of about this many values, so that its temporary
+# stays in the core's L2 cache.
+_GELU_CHUNK = 1 << 16
 
 
 def host_to_numpy(host: HostTensor) -> np.ndarray:
@@ -37,17 +41,28 @@ def host_to_numpy(host: HostTensor) -> np.ndarray:
     return array
 
 
-def gelu_(x: np.ndarray) -> np.ndarray:
-    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3)))."""
-    inner = x * x
-    inner *= np.float32(0.044715)
-    inner += np.float32(1.0)
-    inner *= x
-    inner *= _SQRT_2_OVER_PI
-    np.tanh(inner, out=inner)
-    inner += np.float32(1.0)
-    x *= inner
-    x *= np.float32(0.5)
+def gelu_(x: np.ndarray, pool: BufferPool | None = None) -> np.ndarray:
+    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3))).
+
+    x is 2-D and C-contiguous; it is processed a few rows at a time with one small temporary.
+    """
+    rows = max(1, min(x.shape[0], _GELU_CHUNK // max(1, x.shape[1])))
+    scratch = pool.empty((rows, x.shape[1])) if pool is not None else np.empty(
+        (rows, x.shape[1]), np.float32)
+    for start in range(0, x.shape[0], rows):
+        part = x[start:start + rows]
+        inner = scratch[:part.shape[0]]
+        np.multiply(part, part, out=inner)
+        inner *= np.float32(0.044715)
+        inner += np.float32(1.0)
+        inner *= part
+        inner *= _SQRT_2_OVER_PI
+        np.tanh(inner, out=inner)
+        inner += np.float32(1.0)
+        part *= inner
+        part *= np.float32(0.5)
+    if pool is not None:
+        pool.give(scratch)
     return x
 
 
@@ -63,6 +78,9 @@ class CPUBackend(Backend):
 
     def __init__(self) -> None:
         self.name = "wasm" if sys.platform == "emscripten" else "cpu"
+        # Released intermediates are reused by shape (see buffers.py: fresh memory costs a
+        # page fault per 4 KiB, a fifth of a long prefill).
+        self._pool = BufferPool()
 
     # ---- host <-> backend -------------------------------------------------------------
     def upload(self, host: HostTensor, layout: str = "plain", dtype: str | None = None) -> Any:
@@ -89,7 +107,14 @@ class CPUBackend(Backend):
         return tuple(np.shape(x))
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
-        return np.zeros(tuple(shape), dtype=_NP_DTYPES[dtype])
+        out = self._pool.empty(shape, _NP_DTYPES[dtype])
+        out.fill(0)
+        return out
+
+    def release(self, x: Any) -> None:
+        # Kept for reuse only if the caller's variable is the last reference to it.
+        if reference_count(x) <= SOLE_OWNER_REFERENCES:
+            self._pool.give(x)
 
     # ---- model operations -------------------------------------------------------------
     def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
@@ -102,7 +127,8 @@ class CPUBackend(Backend):
                 f"token id {bad} is outside the vocabulary; expected 0 <= id < {vocabulary_size}"
             )
         seq_len = ids.shape[1]
-        hidden = token_table[ids]  # [B, S, H], a fresh array
+        hidden = self._pool.empty((*ids.shape, token_table.shape[1]))
+        np.take(token_table, ids, axis=0, out=hidden, mode="clip")  # ids checked above
         hidden += position_table[start_position:start_position + seq_len]
         return hidden
 
@@ -110,8 +136,12 @@ class CPUBackend(Backend):
         # np.add.reduce rather than .mean(): the same pairwise float32 sums without
         # np.mean's Python-level overhead, which shows in a decode step's 25 norms.
         inv_n = np.float32(1.0 / x.shape[-1])
-        centered = x - np.add.reduce(x, axis=-1, keepdims=True) * inv_n
-        variance = np.add.reduce(centered * centered, axis=-1, keepdims=True)
+        centered = self._pool.empty(x.shape)
+        np.subtract(x, np.add.reduce(x, axis=-1, keepdims=True) * inv_n, out=centered)
+        squares = self._pool.empty(x.shape)
+        np.multiply(centered, centered, out=squares)
+        variance = np.add.reduce(squares, axis=-1, keepdims=True)
+        self._pool.give(squares)
         variance *= inv_n
         variance += np.float32(epsilon)
         np.sqrt(variance, out=variance)
@@ -124,11 +154,11 @@ class CPUBackend(Backend):
                activation: str | None = None, residual: Any | None = None) -> Any:
         if activation not in (None, "gelu"):
             raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
-        y = _matmul_rows(x, weight)
+        y = self._matmul_rows(x, weight)
         if bias is not None:
             y += bias
         if activation == "gelu":
-            gelu_(y)
+            gelu_(y.reshape(-1, y.shape[-1]), self._pool)
         if residual is not None:
             y += residual
         return y
@@ -149,18 +179,34 @@ class CPUBackend(Backend):
         keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
         values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
         first = seq_len - 1 if last_position_only else 0  # the first query computed
+        computed = seq_len - first
         # Scale the queries (S x hd values) rather than the scores (S x end).
-        queries = q[:, first:].transpose(0, 2, 1, 3) * np.float32(1.0 / math.sqrt(head_dim))
-        out = np.empty((batch, num_heads, seq_len - first, head_dim), np.float32)
-        _causal_attention(queries, keys, values, out, cache_update_index + first)
-        return np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(batch, seq_len - first,
-                                                                        hidden)
+        queries = self._pool.empty((batch, num_heads, computed, head_dim))
+        np.multiply(q[:, first:].transpose(0, 2, 1, 3), np.float32(1.0 / math.sqrt(head_dim)),
+                    out=queries)
+        heads_out = self._pool.empty((batch, num_heads, computed, head_dim))
+        _causal_attention(queries, keys, values, heads_out, cache_update_index + first,
+                          self._pool)
+        self._pool.give(queries)
+        out = self._pool.empty((batch, computed, hidden))
+        np.copyto(out.reshape(batch, computed, num_heads, head_dim),
+                  heads_out.transpose(0, 2, 1, 3))
+        self._pool.give(heads_out)
+        return out
 
     def select_position(self, x: Any, index: int) -> Any:
         return x[:, index:index + 1, :]
 
     def reverse_embedding(self, x: Any, token_table: Any) -> Any:
-        return _matmul_rows(x, token_table.T)
+        return self._matmul_rows(x, token_table.T)
+
+    def _matmul_rows(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """x [..., K] @ weight [K, N] as one 2-D BLAS call (numpy's batched 3-D matmul loops
+        over the leading axis, several times slower for a few rows against a big matrix),
+        into a pooled array."""
+        y = self._pool.empty((*x.shape[:-1], weight.shape[1]))
+        np.matmul(x.reshape(-1, x.shape[-1]), weight, out=y.reshape(-1, weight.shape[1]))
+        return y
 
     # ---- sampling primitives ----------------------------------------------------------
     @staticmethod
@@ -310,13 +356,6 @@ def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
     return out, rows
 
 
-def _matmul_rows(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x [..., K] @ weight [K, N] as one 2-D BLAS call: numpy's batched 3-D matmul loops
-    over the leading axis, several times slower for a few rows against a big matrix."""
-    y = np.matmul(x.reshape(-1, x.shape[-1]), weight)
-    return y.reshape(*x.shape[:-1], weight.shape[1])
-
-
 _DIAGONAL_MASKS: dict[int, np.ndarray] = {}
 
 
@@ -331,7 +370,8 @@ def _diagonal_mask(n: int) -> np.ndarray:
 
 
 def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
-                      out: np.ndarray, cache_update_index: int) -> None:
+                      out: np.ndarray, cache_update_index: int,
+                      pool: BufferPool | None = None) -> None:
     """out [..., S, hd] = causal softmax(queries keys^T) values, head by head.
 
     queries [..., S, hd] (already scaled) sit at absolute positions cache_update_index + i;
@@ -346,7 +386,10 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         q1 = min(seq_len, q0 + _QUERY_BLOCK)
         n = q1 - q0
         visible = cache_update_index + q1  # keys seen by the block's last query
-        scores = np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2))
+        block_keys = keys[..., :visible, :].swapaxes(-1, -2)
+        shape = np.broadcast_shapes(queries.shape[:-2], block_keys.shape[:-2]) + (n, visible)
+        scores = pool.empty(shape) if pool is not None else np.empty(shape, np.float32)
+        np.matmul(queries[..., q0:q1, :], block_keys, out=scores)
         if n > 1:
             # Only the last n keys are hidden from some of the block: query i (absolute
             # position cache_update_index + q0 + i) sees key visible - n + j iff j <= i.
@@ -358,6 +401,8 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         np.matmul(scores, values[..., :visible, :], out=block)
         # Normalising the [n, hd] output costs less than normalising the [n, visible] scores.
         block /= denominators
+        if pool is not None:
+            pool.give(scores)
 
 
 def filter_top_k_top_p(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""The cpu backend's reuse of released arrays (webgpt2/backends/cpu/buffers.py): it must
+reuse what the model releases, and never hand out memory that somebody still holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from webgpt2.backends.cpu import CPUBackend
+from webgpt2.backends.cpu.buffers import MIN_POOLED_BYTES, BufferPool
+from webgpt2.models.gpt2.gpt2_backbone import GPT2Backbone
+from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
+
+BIG = (64, 512)  # 128 KiB of float32: above MIN_POOLED_BYTES
+assert np.prod(BIG) * 4 >= MIN_POOLED_BYTES
+
+
+def address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def test_pool_reuses_by_shape_and_dtype():
+    pool = BufferPool()
+    a = pool.empty(BIG)
+    where = address(a)
+    assert pool.give(a) and pool.bytes_held == a.nbytes
+    assert address(pool.empty(BIG, np.int32)) != where  # another dtype: new memory
+    assert address(pool.empty((BIG[1], BIG[0]))) != where  # another shape: new memory
+    assert address(pool.empty(BIG)) == where
+    assert pool.bytes_held == 0
+
+
+@pytest.mark.parametrize("case", ["view", "small", "read-only", "not contiguous"])
+def test_pool_refuses_what_it_cannot_own(case):
+    pool = BufferPool()
+    base = np.zeros((128, 512), np.float32)
+    array = {"view": base[:64], "small": np.zeros(8, np.float32),
+             "read-only": np.frombuffer(bytes(base.nbytes), np.float32),
+             "not contiguous": base[:, ::2]}[case]
+    assert not pool.give(array)
+    assert pool.bytes_held == 0
+
+
+def test_pool_keeps_at_most_its_limit():
+    pool = BufferPool(limit_bytes=3 * 2**17)
+    arrays = [np.empty(BIG, np.float32) for _ in range(4)]  # 128 KiB each
+    assert [pool.give(a) for a in arrays] == [True, True, True, False]
+    pool.clear()
+    assert pool.bytes_held == 0
+
+
+def test_release_takes_back_only_the_last_reference():
+    b = CPUBackend()
+    x = b.zeros(BIG)
+    alias = x
+    b.release(x)  # `alias` still refers to it: not reused
+    assert address(b.zeros(BIG)) != address(alias)
+    del alias
+    view = x[1:]
+    b.release(x)  # the view keeps x alive: not reused
+    assert address(b.zeros(BIG)) != address(x)
+    del view
+    where = address(x)
+    b.release(x)
+    again = b.zeros(BIG)
+    assert address(again) == where
+    assert not again.any()  # zeros() really zeroes reused memory
+
+
+@pytest.fixture(scope="module")
+def lm():
+    backbone = GPT2Backbone(vocabulary_size=300, num_layers=2, num_heads=4, hidden_dim=64,
+                            intermediate_dim=256, max_sequence_length=512, backend="cpu")
+    backbone.initialize_weights(seed=3)
+    return GPT2CausalLM(backbone)
+
+
+def test_arrays_returned_to_the_caller_are_never_reused(lm):
+    """Logits, hidden states and caches that a caller holds stay intact through later calls
+    (whose intermediates have the same shapes and go through the pool)."""
+    prompt = [[(i * 37) % 300 for i in range(200)]]
+    hidden, cache = lm.build_cache(prompt, cache_length=210)
+    logits, step_hidden, cache = lm.call_with_cache([[5]], cache, 200)
+    held = [hidden, cache, logits, step_hidden]
+    copies = [np.array(a) for a in held]
+    for _ in range(3):
+        full_logits = lm(prompt)
+        _, more_cache = lm.build_cache(prompt, cache_length=210)
+        lm.call_with_cache([[7]], more_cache, 200)
+        lm.backend.release(more_cache)
+        lm.backend.release(full_logits)
+    for kept, copy in zip(held, copies):
+        np.testing.assert_array_equal(kept, copy)
+
+
+def test_a_second_prefill_makes_almost_no_new_memory(lm):
+    """After one forward pass the intermediates of the next come from the pool: the only new
+    memory is the cache handed to the caller (the last hidden states are below pool size)."""
+    prompt = [[(i * 11) % 300 for i in range(256)]]
+    pool = lm.backend._pool
+    lm.prefill(prompt, cache_length=260)
+    before = pool.misses
+    hidden, cache = lm.prefill(prompt, cache_length=260)
+    assert pool.misses - before == 1
+    first, _ = lm.prefill(prompt, cache_length=260)
+    np.testing.assert_array_equal(hidden, first)
