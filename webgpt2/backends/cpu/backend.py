@@ -107,7 +107,7 @@ class CPUBackend(Backend):
         return tuple(np.shape(x))
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
-        out = self._pool.empty(shape, _NP_DTYPES[dtype])
+        out = self._pool.empty(tuple(int(n) for n in shape), _NP_DTYPES[dtype])
         out.fill(0)
         return out
 
@@ -138,10 +138,7 @@ class CPUBackend(Backend):
         inv_n = np.float32(1.0 / x.shape[-1])
         centered = self._pool.empty(x.shape)
         np.subtract(x, np.add.reduce(x, axis=-1, keepdims=True) * inv_n, out=centered)
-        squares = self._pool.empty(x.shape)
-        np.multiply(centered, centered, out=squares)
-        variance = np.add.reduce(squares, axis=-1, keepdims=True)
-        self._pool.give(squares)
+        variance = _sum_of_squares(centered)
         variance *= inv_n
         variance += np.float32(epsilon)
         np.sqrt(variance, out=variance)
@@ -170,26 +167,30 @@ class CPUBackend(Backend):
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
         end = cache_update_index + seq_len
-        q, k, v = (qkv[..., i * hidden:(i + 1) * hidden].reshape(batch, seq_len, num_heads,
-                                                                   head_dim) for i in range(3))
-        cache[:, layer_index, 0, cache_update_index:end] = k
-        cache[:, layer_index, 1, cache_update_index:end] = v
+        # Every position's keys and values, in one strided copy: [B, S, 2, nh, hd] -> [B, 2, S,
+        # nh, hd].
+        cache[:, layer_index, :, cache_update_index:end] = qkv[..., hidden:].reshape(
+            batch, seq_len, 2, num_heads, head_dim).swapaxes(1, 2)
         # Strided views [B, nh, end, hd]: each head is a 2-D matrix with row stride nh * hd
         # that BLAS reads in place (a contiguous copy costs more than it saves).
         keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
         values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
-        first = seq_len - 1 if last_position_only else 0  # the first query computed
-        computed = seq_len - first
+        scale = np.float32(1.0 / math.sqrt(head_dim))
+        if seq_len == 1 or last_position_only:
+            # One query per row (a decode step): small arrays, kept off the pool.
+            query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim) * scale
+            out = np.empty((batch, num_heads, 1, head_dim), np.float32)
+            _causal_attention(query, keys, values, out, end - 1)
+            return out.reshape(batch, 1, hidden)
         # Scale the queries (S x hd values) rather than the scores (S x end).
-        queries = self._pool.empty((batch, num_heads, computed, head_dim))
-        np.multiply(q[:, first:].transpose(0, 2, 1, 3), np.float32(1.0 / math.sqrt(head_dim)),
-                    out=queries)
-        heads_out = self._pool.empty((batch, num_heads, computed, head_dim))
-        _causal_attention(queries, keys, values, heads_out, cache_update_index + first,
-                          self._pool)
+        queries = self._pool.empty((batch, num_heads, seq_len, head_dim))
+        np.multiply(qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim)
+                    .transpose(0, 2, 1, 3), scale, out=queries)
+        heads_out = self._pool.empty((batch, num_heads, seq_len, head_dim))
+        _causal_attention(queries, keys, values, heads_out, cache_update_index, self._pool)
         self._pool.give(queries)
-        out = self._pool.empty((batch, computed, hidden))
-        np.copyto(out.reshape(batch, computed, num_heads, head_dim),
+        out = self._pool.empty((batch, seq_len, hidden))
+        np.copyto(out.reshape(batch, seq_len, num_heads, head_dim),
                   heads_out.transpose(0, 2, 1, 3))
         self._pool.give(heads_out)
         return out
@@ -356,6 +357,13 @@ def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
     return out, rows
 
 
+def _sum_of_squares(x: np.ndarray) -> np.ndarray:
+    """[..., 1] sums of squares over the last axis, without an x-sized temporary."""
+    if hasattr(np, "vecdot"):  # NumPy 2
+        return np.vecdot(x, x)[..., None]
+    return np.einsum("...i,...i->...", x, x)[..., None]
+
+
 _DIAGONAL_MASKS: dict[int, np.ndarray] = {}
 
 
@@ -386,10 +394,9 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         q1 = min(seq_len, q0 + _QUERY_BLOCK)
         n = q1 - q0
         visible = cache_update_index + q1  # keys seen by the block's last query
-        block_keys = keys[..., :visible, :].swapaxes(-1, -2)
-        shape = np.broadcast_shapes(queries.shape[:-2], block_keys.shape[:-2]) + (n, visible)
+        shape = (*queries.shape[:-2], n, visible)  # keys have the same leading axes
         scores = pool.empty(shape) if pool is not None else np.empty(shape, np.float32)
-        np.matmul(queries[..., q0:q1, :], block_keys, out=scores)
+        np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2), out=scores)
         if n > 1:
             # Only the last n keys are hidden from some of the block: query i (absolute
             # position cache_update_index + q0 + i) sees key visible - n + j iff j <= i.

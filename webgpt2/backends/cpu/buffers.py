@@ -16,8 +16,6 @@ collector as before.
 from __future__ import annotations
 
 import sys
-import threading
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,6 +24,7 @@ MIN_POOLED_BYTES = 64 * 1024
 # The most memory the pool keeps for reuse (a 1024-token prefill of gpt2-xl needs about 200 MB
 # of intermediates per layer).
 DEFAULT_LIMIT_BYTES = 512 * 2**20
+FLOAT32 = np.dtype(np.float32)
 
 
 class BufferPool:
@@ -44,23 +43,28 @@ class BufferPool:
 
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         self.limit_bytes = limit_bytes
+        # (shape, dtype) -> arrays. dict.get, list.append and list.pop are atomic, so threads
+        # sharing a backend never get the same array; the byte count is only a bound.
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._bytes = 0
-        self._lock = threading.Lock()
         self.misses = 0  # empty() calls for a poolable size that had to make new memory
 
     @property
     def bytes_held(self) -> int:
         return self._bytes
 
-    def empty(self, shape: Sequence[int], dtype: np.dtype | type = np.float32) -> np.ndarray:
-        """An uninitialised C-contiguous array: a released one of this shape if any."""
-        shape = tuple(int(n) for n in shape)
-        key = (shape, np.dtype(dtype).str)
-        with self._lock:
-            arrays = self._free.get(key)
-            if arrays:
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype = FLOAT32) -> np.ndarray:
+        """An uninitialised C-contiguous array: a released one of this shape if any.
+
+        shape is a tuple of ints and dtype a numpy dtype object (they key the pool). This is
+        on the path of every decode-step operation, so it is kept to a dict lookup."""
+        arrays = self._free.get((shape, dtype))
+        if arrays:
+            try:
                 array = arrays.pop()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
                 self._bytes -= array.nbytes
                 return array
         array = np.empty(shape, dtype)
@@ -70,24 +74,20 @@ class BufferPool:
 
     def give(self, array: np.ndarray) -> bool:
         """Keep `array` for reuse (the caller must not use it again). False where it is not
-        kept: a view, not contiguous, read-only, small, or the pool is full."""
-        if (not isinstance(array, np.ndarray) or not array.flags.owndata
-                or not array.flags.c_contiguous or not array.flags.writeable
-                or array.nbytes < MIN_POOLED_BYTES):
+        kept: small, a view, not contiguous, read-only, or the pool is full."""
+        if (not isinstance(array, np.ndarray) or array.nbytes < MIN_POOLED_BYTES
+                or not array.flags.owndata or not array.flags.c_contiguous
+                or not array.flags.writeable
+                or self._bytes + array.nbytes > self.limit_bytes):
             return False
-        key = (array.shape, array.dtype.str)
-        with self._lock:
-            if self._bytes + array.nbytes > self.limit_bytes:
-                return False
-            self._free.setdefault(key, []).append(array)
-            self._bytes += array.nbytes
+        self._free.setdefault((array.shape, array.dtype), []).append(array)
+        self._bytes += array.nbytes
         return True
 
     def clear(self) -> None:
         """Drop every kept array (their memory goes back to the allocator)."""
-        with self._lock:
-            self._free.clear()
-            self._bytes = 0
+        self._free = {}
+        self._bytes = 0
 
 
 def reference_count(x: object) -> int:
