@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from webgpt2.backends.base import Backend, HostTensor
-from webgpt2.backends.cpu.buffers import SOLE_OWNER_REFERENCES, BufferPool, reference_count
+from webgpt2.backends.cpu.buffers import (
+    MIN_POOLED_BYTES,
+    SOLE_OWNER_REFERENCES,
+    BufferPool,
+    reference_count,
+)
 
 _NP_DTYPES = {
     "float32": np.dtype("<f4"),
@@ -24,6 +29,7 @@ _NP_DTYPES = {
     "int32": np.dtype("<i4"),
 }
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
+_GELU_CUBIC = np.float32(0.044715 * math.sqrt(2.0 / math.pi))
 _QUERY_BLOCK = 128
 # GELU works through its input in pieces of about this many values, so that its temporary
 # stays in the core's L2 cache.
@@ -52,15 +58,15 @@ def gelu_(x: np.ndarray, pool: BufferPool | None = None) -> np.ndarray:
     for start in range(0, x.shape[0], rows):
         part = x[start:start + rows]
         inner = scratch[:part.shape[0]]
+        # c(x + 0.044715x^3) = x(c + 0.044715c x^2); 0.5(1 + tanh(u)) = 0.5 + 0.5 tanh(u).
         np.multiply(part, part, out=inner)
-        inner *= np.float32(0.044715)
-        inner += np.float32(1.0)
+        inner *= _GELU_CUBIC
+        inner += _SQRT_2_OVER_PI
         inner *= part
-        inner *= _SQRT_2_OVER_PI
         np.tanh(inner, out=inner)
-        inner += np.float32(1.0)
+        inner *= np.float32(0.5)
+        inner += np.float32(0.5)
         part *= inner
-        part *= np.float32(0.5)
     if pool is not None:
         pool.give(scratch)
     return x
@@ -177,10 +183,14 @@ class CPUBackend(Backend):
         values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
         scale = np.float32(1.0 / math.sqrt(head_dim))
         if seq_len == 1 or last_position_only:
-            # One query per row (a decode step): small arrays, kept off the pool.
+            # One query per row (a decode step): the last query sees every key, so no mask;
+            # a handful of small arrays, kept off the pool.
             query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim) * scale
-            out = np.empty((batch, num_heads, 1, head_dim), np.float32)
-            _causal_attention(query, keys, values, out, end - 1)
+            weights = np.matmul(query, keys.swapaxes(-1, -2))  # [B, nh, 1, end]
+            weights -= weights.max(axis=-1, keepdims=True)
+            np.exp(weights, out=weights)
+            out = np.matmul(weights, values)  # [B, nh, 1, hd]
+            out /= weights.sum(axis=-1, keepdims=True)
             return out.reshape(batch, 1, hidden)
         # Scale the queries (S x hd values) rather than the scores (S x end).
         queries = self._pool.empty((batch, num_heads, seq_len, head_dim))
@@ -204,9 +214,13 @@ class CPUBackend(Backend):
     def _matmul_rows(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """x [..., K] @ weight [K, N] as one 2-D BLAS call (numpy's batched 3-D matmul loops
         over the leading axis, several times slower for a few rows against a big matrix),
-        into a pooled array."""
-        y = self._pool.empty((*x.shape[:-1], weight.shape[1]))
-        np.matmul(x.reshape(-1, x.shape[-1]), weight, out=y.reshape(-1, weight.shape[1]))
+        into a pooled array (a decode step's few rows are too small to pool)."""
+        rows = x.reshape(-1, x.shape[-1])
+        shape = (*x.shape[:-1], weight.shape[1])
+        if rows.shape[0] * weight.shape[1] * 4 < MIN_POOLED_BYTES:
+            return np.matmul(rows, weight).reshape(shape)
+        y = self._pool.empty(shape)
+        np.matmul(rows, weight, out=y.reshape(rows.shape[0], weight.shape[1]))
         return y
 
     # ---- sampling primitives ----------------------------------------------------------
