@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--long-prompt", type=int, default=512)
+    parser.add_argument("--long-pairs", type=int, default=3,
+                        help="long-prompt prefills per round, each alternated with transformers'")
     parser.add_argument("--search-tokens", type=int, default=32,
                         help="new tokens for the greedy/beam/contrastive comparison")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -174,8 +176,9 @@ def main() -> None:
         results["theirs_prefill"].append(p)
         results["theirs_decode"].append(d)
         same_tokens &= a == b
-        results["ours_long"].append(ours(long_prompt, 2)[0])
-        results["theirs_long"].append(theirs(long_prompt, 2)[0])
+        for _ in range(args.long_pairs):  # a prefill is short: more pairs, a steadier ratio
+            results["ours_long"].append(ours(long_prompt, 2)[0])
+            results["theirs_long"].append(theirs(long_prompt, 2)[0])
     m = {k: median(v) for k, v in results.items()}
     print(f"  greedy tokens identical to transformers: {same_tokens}")
     print(f"  prefill {args.prompt_tokens:4d} tokens: webgpt2 cpu {m['ours_prefill']:8.1f} ms   "
@@ -183,7 +186,8 @@ def main() -> None:
           f"{m['ours_prefill'] / m['theirs_prefill']:.2f}x")
     print(f"  prefill {args.long_prompt:4d} tokens: webgpt2 cpu {m['ours_long']:8.1f} ms   "
           f"transformers {m['theirs_long']:8.1f} ms   ratio "
-          f"{m['ours_long'] / m['theirs_long']:.2f}x   (target <= 0.80x)")
+          f"{m['ours_long'] / m['theirs_long']:.2f}x   (target <= 0.80x; medians of "
+          f"{len(results['ours_long'])} alternated pairs)")
     print(f"  decode ms/token:     webgpt2 cpu {m['ours_decode']:8.2f}      transformers "
           f"{m['theirs_decode']:8.2f}      ratio {m['ours_decode'] / m['theirs_decode']:.2f}x")
     print(f"  weight-streaming floor {m['floor']:.2f} ms/token; webgpt2 decode step "

@@ -528,7 +528,8 @@ def test_bad_generate_options_are_named(tiny):
     "webgpt2.generation.samplers", "webgpt2.generation.beam_search",
     "webgpt2.generation.contrastive_search", "webgpt2.generation.scoring",
     "webgpt2.generation.generative_task", "webgpt2.backends.base",
-    "webgpt2.backends.cpu.backend", "webgpt2.backends.cpu.buffers"])
+    "webgpt2.backends.cpu.backend", "webgpt2.backends.cpu.buffers",
+    "webgpt2.backends.cpu.parallel"])
 def test_docstring_examples_run(module):
     from webgpt2.models.gpt2.gpt2_presets import resolve_preset
 

@@ -22,6 +22,7 @@ from webgpt2.backends.cpu.buffers import (
     BufferPool,
     reference_count,
 )
+from webgpt2.backends.cpu.parallel import MIN_ROWS_PER_PART, RowParallel
 
 _NP_DTYPES = {
     "float32": np.dtype("<f4"),
@@ -82,8 +83,11 @@ class CPUBackend(Backend):
         [1]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, num_threads: int | None = None) -> None:
         self.name = "wasm" if sys.platform == "emscripten" else "cpu"
+        # A long prompt's rows (and attention heads) are spread over num_threads cores
+        # (default: as many as BLAS uses; see parallel.py). Decode steps are left to BLAS.
+        self._parallel = RowParallel(num_threads)
         # Released intermediates are reused by shape (see buffers.py: fresh memory costs a
         # page fault per 4 KiB, a fifth of a long prefill).
         self._pool = BufferPool()
@@ -139,31 +143,34 @@ class CPUBackend(Backend):
         return hidden
 
     def layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
-        # np.add.reduce rather than .mean(): the same pairwise float32 sums without
-        # np.mean's Python-level overhead, which shows in a decode step's 25 norms.
-        inv_n = np.float32(1.0 / x.shape[-1])
-        centered = self._pool.empty(x.shape)
-        np.subtract(x, np.add.reduce(x, axis=-1, keepdims=True) * inv_n, out=centered)
-        variance = _sum_of_squares(centered)
-        variance *= inv_n
-        variance += np.float32(epsilon)
-        np.sqrt(variance, out=variance)
-        centered /= variance
-        centered *= gamma
-        centered += beta
-        return centered
+        rows = x.reshape(-1, x.shape[-1])
+        out = self._pool.empty(x.shape)
+        out_rows = out.reshape(rows.shape)
+        self._parallel.run(_layer_norm_rows, [
+            (rows[a:b], gamma, beta, epsilon, out_rows[a:b])
+            for a, b in self._parallel.split(rows.shape[0])])
+        return out
 
     def linear(self, x: Any, weight: Any, bias: Any | None = None,
                activation: str | None = None, residual: Any | None = None) -> Any:
         if activation not in (None, "gelu"):
             raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
-        y = self._matmul_rows(x, weight)
-        if bias is not None:
-            y += bias
-        if activation == "gelu":
-            gelu_(y.reshape(-1, y.shape[-1]), self._pool)
-        if residual is not None:
-            y += residual
+        rows = x.reshape(-1, x.shape[-1])
+        ranges = self._parallel.split(rows.shape[0])
+        if len(ranges) == 1:
+            # A decode step: one BLAS call (BLAS threads it), then the rest in place.
+            y = self._matmul_rows(x, weight)
+            _linear_epilogue(y.reshape(rows.shape[0], -1), bias, activation,
+                             None if residual is None else residual.reshape(rows.shape[0], -1),
+                             self._pool)
+            self._parallel.blas_threaded()
+            return y
+        y = self._pool.empty((*x.shape[:-1], weight.shape[1]))
+        y_rows = y.reshape(rows.shape[0], weight.shape[1])
+        res = None if residual is None else residual.reshape(rows.shape[0], -1)
+        self._parallel.run(_linear_rows, [
+            (rows[a:b], weight, bias, activation, None if res is None else res[a:b],
+             y_rows[a:b], self._pool) for a, b in ranges])
         return y
 
     def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
@@ -197,7 +204,13 @@ class CPUBackend(Backend):
         np.multiply(qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim)
                     .transpose(0, 2, 1, 3), scale, out=queries)
         heads_out = self._pool.empty((batch, num_heads, seq_len, head_dim))
-        _causal_attention(queries, keys, values, heads_out, cache_update_index, self._pool)
+        # Each core attends with a share of the heads (a short prompt's few queries are not
+        # worth waking a thread for).
+        heads = (self._parallel.split(num_heads, min_per_part=1)
+                 if seq_len >= 2 * MIN_ROWS_PER_PART else [(0, num_heads)])
+        self._parallel.run(_causal_attention, [
+            (queries[:, a:b], keys[:, a:b], values[:, a:b], heads_out[:, a:b],
+             cache_update_index, self._pool) for a, b in heads])
         self._pool.give(queries)
         out = self._pool.empty((batch, seq_len, hidden))
         np.copyto(out.reshape(batch, seq_len, num_heads, head_dim),
@@ -209,7 +222,9 @@ class CPUBackend(Backend):
         return x[:, index:index + 1, :]
 
     def reverse_embedding(self, x: Any, token_table: Any) -> Any:
-        return self._matmul_rows(x, token_table.T)
+        logits = self._matmul_rows(x, token_table.T)
+        self._parallel.blas_threaded()
+        return logits
 
     def _matmul_rows(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """x [..., K] @ weight [K, N] as one 2-D BLAS call (numpy's batched 3-D matmul loops
@@ -369,6 +384,41 @@ def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
         raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
                          "of logits; expected one per row")
     return out, rows
+
+
+def _linear_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None,
+                     residual: np.ndarray | None, pool: BufferPool) -> None:
+    """Bias, GELU and residual applied in place to a 2-D matmul output."""
+    if bias is not None:
+        y += bias
+    if activation == "gelu":
+        gelu_(y, pool)
+    if residual is not None:
+        y += residual
+
+
+def _linear_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                 activation: str | None, residual: np.ndarray | None, out: np.ndarray,
+                 pool: BufferPool) -> None:
+    """One part of a row-split linear: out = epilogue(x @ weight) for 2-D x and out."""
+    np.matmul(x, weight, out=out)
+    _linear_epilogue(out, bias, activation, residual, pool)
+
+
+def _layer_norm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float,
+                     out: np.ndarray) -> None:
+    """out = layer_norm(x) for 2-D x (biased variance, as torch)."""
+    # np.add.reduce rather than .mean(): the same pairwise float32 sums without np.mean's
+    # Python-level overhead, which shows in a decode step's 25 norms.
+    inv_n = np.float32(1.0 / x.shape[-1])
+    np.subtract(x, np.add.reduce(x, axis=-1, keepdims=True) * inv_n, out=out)
+    variance = _sum_of_squares(out)
+    variance *= inv_n
+    variance += np.float32(epsilon)
+    np.sqrt(variance, out=variance)
+    out /= variance
+    out *= gamma
+    out += beta
 
 
 def _sum_of_squares(x: np.ndarray) -> np.ndarray:

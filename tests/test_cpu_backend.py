@@ -1,13 +1,18 @@
-"""The cpu backend's reuse of released arrays (webgpt2/backends/cpu/buffers.py): it must
-reuse what the model releases, and never hand out memory that somebody still holds."""
+"""The cpu backend's reuse of released arrays (webgpt2/backends/cpu/buffers.py: it must reuse
+what the model releases, and never hand out memory that somebody still holds) and its
+spreading of long prompts over the cores (parallel.py)."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from webgpt2.backends.cpu import CPUBackend
 from webgpt2.backends.cpu.buffers import MIN_POOLED_BYTES, BufferPool
+from webgpt2.backends.cpu.parallel import RowParallel
 from webgpt2.models.gpt2.gpt2_backbone import GPT2Backbone
 from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 
@@ -104,3 +109,73 @@ def test_a_second_prefill_makes_almost_no_new_memory(lm):
     assert pool.misses - before == 1
     first, _ = lm.prefill(prompt, cache_length=260)
     np.testing.assert_array_equal(hidden, first)
+
+
+# ---- spreading a long prompt over the cores (webgpt2/backends/cpu/parallel.py) ---------------
+def test_split_cuts_rows_into_nearly_equal_parts():
+    parallel = RowParallel(parts=3)
+    if parallel.parts == 1:
+        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    assert parallel.split(100, min_per_part=10) == [(0, 33), (33, 66), (66, 100)]
+    assert parallel.split(40, min_per_part=32) == [(0, 40)]  # too few rows to cut
+    assert parallel.split(12, min_per_part=1) == [(0, 4), (4, 8), (8, 12)]
+
+
+def test_parts_run_on_other_threads_unless_blas_threads_are_spinning():
+    parallel = RowParallel(parts=2)
+    if parallel.parts == 1:
+        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    seen = []
+
+    def record(i):
+        seen.append((i, threading.get_ident()))
+
+    parallel.run(record, [(0,), (1,)])
+    assert len({ident for _, ident in seen}) == 2
+    seen.clear()
+    parallel.blas_threaded()  # as after a decode step: BLAS's own threads are still busy
+    parallel.run(record, [(0,), (1,)])
+    assert [ident for _, ident in seen] == [threading.get_ident()] * 2
+
+
+def test_a_failing_part_raises_after_every_part_finished():
+    parallel = RowParallel(parts=2)
+    if parallel.parts == 1:
+        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    done = []
+
+    def part(i):
+        if i == 1:
+            raise ValueError("part 1 failed")
+        time.sleep(0.05)
+        done.append(i)
+
+    with pytest.raises(ValueError, match="part 1 failed"):
+        parallel.run(part, [(0,), (1,)])
+    assert done == [0]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_bad_thread_count_is_refused(monkeypatch, value):
+    monkeypatch.setenv("WEBGPT2_NUM_THREADS", value)
+    with pytest.raises(ValueError, match="WEBGPT2_NUM_THREADS"):
+        CPUBackend()
+
+
+def test_spread_prefill_equals_serial_prefill():
+    """A 300-token prefill cut into two parts per operation gives what one core gives."""
+    results = []
+    for threads in (1, 2):
+        backbone = GPT2Backbone(vocabulary_size=300, num_layers=2, num_heads=4, hidden_dim=64,
+                                intermediate_dim=256, max_sequence_length=512,
+                                backend=CPUBackend(num_threads=threads))
+        backbone.initialize_weights(seed=5)
+        lm = GPT2CausalLM(backbone)
+        if threads == 2 and lm.backend._parallel.parts == 1:
+            pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+        hidden, cache = lm.build_cache([[(i * 7) % 300 for i in range(300)]] * 2,
+                                       cache_length=310)
+        results.append((np.array(hidden), np.array(cache)))
+    (h1, c1), (h2, c2) = results
+    np.testing.assert_allclose(h2, h1, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
