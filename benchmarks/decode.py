@@ -3,11 +3,12 @@
     python benchmarks/decode.py [--rounds 3] [--new-tokens 128]
 
 Prints, measured side by side in one run (A B A B ..., medians, since this VM's memory
-bandwidth drifts): webgpt2 cpu prefill (32 tokens) and decode ms/token, transformers'
-(torch, same thread count) prefill and decode ms/token, their ratio; the weight-streaming
-floor (one 1-row matmul over every weight matrix: the least any float32 implementation
-spends per token) and the ratio to it; 512-token prefill for both; and webgpt2's peak
-memory (in a child process) against the weights plus the cache.
+bandwidth drifts; each timed run starts after a short pause, so that neither side runs
+against the other's still-spinning threads): webgpt2 cpu prefill (32 tokens) and decode
+ms/token, transformers' (torch, same thread count) prefill and decode ms/token, their
+ratio; the weight-streaming floor (one 1-row matmul over every weight matrix: the least any
+float32 implementation spends per token) and the ratio to it; 512-token prefill for both;
+and webgpt2's peak memory (in a child process) against the weights plus the cache.
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ def transformers_runner(folder):
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3 / (new_tokens - 1), tokens
 
     return run
+
+
+def quiet() -> None:
+    """Let the other implementation's threads go idle before a timed run.
+
+    BLAS and OpenMP worker threads keep spinning for about 0.1 s after a call (OpenBLAS's
+    thread timeout; torch's OpenMP pool), taking a core from whatever runs next. Measured
+    here without this pause: transformers' 512-token prefill took 819 ms right after
+    webgpt2's (686 ms after a pause), and webgpt2's 641 ms right after transformers'."""
+    time.sleep(0.3)
 
 
 def decode_against_floor(lm, prompt, steps: int) -> tuple[float, float]:
@@ -166,18 +177,23 @@ def main() -> None:
                                "floor", "paired_decode", "ours_long", "theirs_long")}
     same_tokens = True
     for _ in range(args.rounds):
+        quiet()
         step, floor = decode_against_floor(lm, prompt, args.new_tokens)
         results["paired_decode"].append(step)
         results["floor"].append(floor)
+        quiet()
         p, d, a = ours(prompt, args.new_tokens)
         results["ours_prefill"].append(p)
         results["ours_decode"].append(d)
+        quiet()
         p, d, b = theirs(prompt, args.new_tokens)
         results["theirs_prefill"].append(p)
         results["theirs_decode"].append(d)
         same_tokens &= a == b
         for _ in range(args.long_pairs):  # a prefill is short: more pairs, a steadier ratio
+            quiet()
             results["ours_long"].append(ours(long_prompt, 2)[0])
+            quiet()
             results["theirs_long"].append(theirs(long_prompt, 2)[0])
     m = {k: median(v) for k, v in results.items()}
     print(f"  greedy tokens identical to transformers: {same_tokens}")

@@ -179,3 +179,11 @@ def test_spread_prefill_equals_serial_prefill():
     (h1, c1), (h2, c2) = results
     np.testing.assert_allclose(h2, h1, rtol=0, atol=1e-6)
     np.testing.assert_allclose(c2, c1, rtol=0, atol=1e-6)
+
+
+def test_free_buffers_hands_the_kept_memory_back(lm):
+    lm.prefill([[1, 2, 3] * 100], cache_length=310)
+    held = lm.backend._pool.bytes_held
+    assert held > 0
+    assert lm.backend.free_buffers() == held
+    assert lm.backend._pool.bytes_held == 0

@@ -110,7 +110,10 @@ class Backend:
         raise NotImplementedError
 
     def release(self, x: Any) -> None:
-        """Free a tensor's device memory now (a no-op where memory is garbage collected)."""
+        """Free a tensor's memory now; the caller must not use x (or views of it) afterwards.
+
+        webgpu frees the GPU buffer; cpu keeps the array for reuse by a later operation of
+        the same shape (if nothing else refers to it); the default does nothing."""
 
     # ---- model operations -------------------------------------------------------------
     def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
