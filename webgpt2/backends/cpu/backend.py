@@ -117,9 +117,7 @@ class CPUBackend(Backend):
         return tuple(np.shape(x))
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
-        out = self._pool.empty(tuple(int(n) for n in shape), _NP_DTYPES[dtype])
-        out.fill(0)
-        return out
+        return self._pool.zeros(tuple(int(n) for n in shape), _NP_DTYPES[dtype])
 
     def release(self, x: Any) -> None:
         # Kept for reuse only if the caller's variable is the last reference to it.

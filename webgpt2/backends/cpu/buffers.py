@@ -58,16 +58,31 @@ class BufferPool:
 
         shape is a tuple of ints and dtype a numpy dtype object (they key the pool). This is
         on the path of every decode-step operation, so it is kept to a dict lookup."""
+        array = self._take(shape, dtype)
+        return array if array is not None else self._new(np.empty, shape, dtype)
+
+    def zeros(self, shape: tuple[int, ...], dtype: np.dtype = FLOAT32) -> np.ndarray:
+        """A zeroed array: a released one cleared, else fresh memory (which the kernel zeroes
+        as it is first touched, so it is not written twice)."""
+        array = self._take(shape, dtype)
+        if array is None:
+            return self._new(np.zeros, shape, dtype)
+        array.fill(0)
+        return array
+
+    def _take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
         arrays = self._free.get((shape, dtype))
         if arrays:
             try:
                 array = arrays.pop()
             except IndexError:  # another thread took the last one
-                pass
-            else:
-                self._bytes -= array.nbytes
-                return array
-        array = np.empty(shape, dtype)
+                return None
+            self._bytes -= array.nbytes
+            return array
+        return None
+
+    def _new(self, make, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        array = make(shape, dtype)
         if array.nbytes >= MIN_POOLED_BYTES:
             self.misses += 1
         return array
