@@ -48,10 +48,13 @@ def host_to_numpy(host: HostTensor) -> np.ndarray:
     return array
 
 
-def gelu_(x: np.ndarray, pool: BufferPool | None = None) -> np.ndarray:
-    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3))).
+def gelu_(x: np.ndarray, pool: BufferPool | None = None,
+          bias: np.ndarray | None = None) -> np.ndarray:
+    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3))),
+    of x + bias when a bias is given.
 
-    x is 2-D and C-contiguous; it is processed a few rows at a time with one small temporary.
+    x is 2-D and C-contiguous; it is processed a few rows at a time with one small temporary
+    (so the bias add and GELU's passes work on data in the core's cache).
     """
     rows = max(1, min(x.shape[0], _GELU_CHUNK // max(1, x.shape[1])))
     scratch = pool.empty((rows, x.shape[1])) if pool is not None else np.empty(
@@ -59,6 +62,8 @@ def gelu_(x: np.ndarray, pool: BufferPool | None = None) -> np.ndarray:
     for start in range(0, x.shape[0], rows):
         part = x[start:start + rows]
         inner = scratch[:part.shape[0]]
+        if bias is not None:
+            part += bias
         # c(x + 0.044715x^3) = x(c + 0.044715c x^2); 0.5(1 + tanh(u)) = 0.5 + 0.5 tanh(u).
         np.multiply(part, part, out=inner)
         inner *= _GELU_CUBIC
@@ -215,7 +220,9 @@ class CPUBackend(Backend):
         queries = self._pool.empty((batch, num_heads, seq_len, head_dim))
         np.multiply(qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim)
                     .transpose(0, 2, 1, 3), scale, out=queries)
-        heads_out = self._pool.empty((batch, num_heads, seq_len, head_dim))
+        out = self._pool.empty((batch, seq_len, hidden))
+        # Written in place as [B, nh, S, hd] views: BLAS stores each head's rows with stride H.
+        heads_out = out.reshape(batch, seq_len, num_heads, head_dim).transpose(0, 2, 1, 3)
         # Each core attends with a share of the heads (a short prompt's few queries are not
         # worth waking a thread for).
         heads = (self._parallel.split(num_heads, min_per_part=1)
@@ -224,10 +231,6 @@ class CPUBackend(Backend):
             (queries[:, a:b], keys[:, a:b], values[:, a:b], heads_out[:, a:b],
              cache_update_index, self._pool) for a, b in heads])
         self._pool.give(queries)
-        out = self._pool.empty((batch, seq_len, hidden))
-        np.copyto(out.reshape(batch, seq_len, num_heads, head_dim),
-                  heads_out.transpose(0, 2, 1, 3))
-        self._pool.give(heads_out)
         return out
 
     def select_position(self, x: Any, index: int) -> Any:
@@ -401,10 +404,10 @@ def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
 def _linear_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None,
                      residual: np.ndarray | None, pool: BufferPool) -> None:
     """Bias, GELU and residual applied in place to a 2-D matmul output."""
-    if bias is not None:
-        y += bias
     if activation == "gelu":
-        gelu_(y, pool)
+        gelu_(y, pool, bias)
+    elif bias is not None:
+        y += bias
     if residual is not None:
         y += residual
 
