@@ -163,6 +163,9 @@ class CPUBackend(Backend):
         rows = x.reshape(-1, x.shape[-1])
         out = self._pool.empty(x.shape)
         out_rows = out.reshape(rows.shape)
+        if rows.shape[0] < 2 * MIN_ROWS_PER_PART:  # a decode step: straight through
+            _layer_norm_rows(rows, gamma, beta, epsilon, out_rows)
+            return out
         self._parallel.run(_layer_norm_rows, [
             (rows[a:b], gamma, beta, epsilon, out_rows[a:b])
             for a, b in self._parallel.split(rows.shape[0])])
@@ -173,8 +176,9 @@ class CPUBackend(Backend):
         if activation not in (None, "gelu"):
             raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
         rows = x.reshape(-1, x.shape[-1])
-        ranges = self._parallel.split(rows.shape[0])
-        if len(ranges) == 1:
+        ranges = (self._parallel.split(rows.shape[0])
+                  if rows.shape[0] >= 2 * MIN_ROWS_PER_PART else None)
+        if ranges is None or len(ranges) == 1:
             # A decode step: one BLAS call (BLAS threads it), then the rest in place.
             y = self._matmul_rows(x, weight)
             _linear_epilogue(y.reshape(rows.shape[0], -1), bias, activation,
