@@ -3,7 +3,9 @@
 This is also the reference every other backend is checked against, so it favours plain,
 obviously-correct NumPy; where speed matters (decode is bound by streaming the weights) it
 avoids temporaries: weights are stored contiguous in the layout BLAS reads fastest, and
-bias, GELU and residual are applied in place on the matmul's output.
+bias, GELU and residual are applied in place on the matmul's output. Two helpers serve long
+prompts: buffers.py reuses released intermediates (fresh memory costs a page fault per
+4 KiB), and parallel.py spreads rows and attention heads over the cores.
 """
 
 from __future__ import annotations
@@ -48,8 +50,7 @@ def host_to_numpy(host: HostTensor) -> np.ndarray:
     return array
 
 
-def gelu_(x: np.ndarray, pool: BufferPool | None = None,
-          bias: np.ndarray | None = None) -> np.ndarray:
+def gelu_(x: np.ndarray, pool: BufferPool, bias: np.ndarray | None = None) -> np.ndarray:
     """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3))),
     of x + bias when a bias is given.
 
@@ -57,8 +58,7 @@ def gelu_(x: np.ndarray, pool: BufferPool | None = None,
     (so the bias add and GELU's passes work on data in the core's cache).
     """
     rows = max(1, min(x.shape[0], _GELU_CHUNK // max(1, x.shape[1])))
-    scratch = pool.empty((rows, x.shape[1])) if pool is not None else np.empty(
-        (rows, x.shape[1]), np.float32)
+    scratch = pool.empty((rows, x.shape[1]))
     for start in range(0, x.shape[0], rows):
         part = x[start:start + rows]
         inner = scratch[:part.shape[0]]
@@ -73,8 +73,7 @@ def gelu_(x: np.ndarray, pool: BufferPool | None = None,
         inner *= np.float32(0.5)
         inner += np.float32(0.5)
         part *= inner
-    if pool is not None:
-        pool.give(scratch)
+    pool.give(scratch)
     return x
 
 
@@ -461,8 +460,7 @@ def _diagonal_mask(n: int) -> np.ndarray:
 
 
 def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
-                      out: np.ndarray, cache_update_index: int,
-                      pool: BufferPool | None = None) -> None:
+                      out: np.ndarray, cache_update_index: int, pool: BufferPool) -> None:
     """out [..., S, hd] = causal softmax(queries keys^T) values, head by head.
 
     queries [..., S, hd] (already scaled) sit at absolute positions cache_update_index + i;
@@ -478,7 +476,7 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         n = q1 - q0
         visible = cache_update_index + q1  # keys seen by the block's last query
         shape = (*queries.shape[:-2], n, visible)  # keys have the same leading axes
-        scores = pool.empty(shape) if pool is not None else np.empty(shape, np.float32)
+        scores = pool.empty(shape)
         np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2), out=scores)
         if n > 1:
             # Only the last n keys are hidden from some of the block: query i (absolute
@@ -491,8 +489,7 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         np.matmul(scores, values[..., :visible, :], out=block)
         # Normalising the [n, hd] output costs less than normalising the [n, visible] scores.
         block /= denominators
-        if pool is not None:
-            pool.give(scores)
+        pool.give(scores)
 
 
 def filter_top_k_top_p(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
