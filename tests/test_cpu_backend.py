@@ -4,6 +4,8 @@ spreading of long prompts over the cores (parallel.py)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -187,3 +189,32 @@ def test_free_buffers_hands_the_kept_memory_back(lm):
     assert held > 0
     assert lm.backend.free_buffers() == held
     assert lm.backend._pool.bytes_held == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_worker_threads():
+    """A process forked after the workers started has none of them; the backend must start
+    new ones rather than wait forever on the parent's."""
+    parallel = RowParallel(parts=2)
+    if parallel.parts == 1:
+        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    parallel.run(lambda: None, [(), ()])  # the parent's worker thread is running
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_run_with_inherited, args=(parallel, queue))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():  # hung: waiting on a worker thread that was not forked
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 64.0
+
+
+def _run_with_inherited(parallel, queue):
+    out = np.zeros(64)
+
+    def fill(start, end):
+        out[start:end] = 1.0
+
+    parallel.run(fill, parallel.split(64, min_per_part=8))
+    queue.put(float(out.sum()))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -78,6 +79,10 @@ class RowParallel:
         # Without a way to make BLAS single-threaded, parallel parts would fight its threads.
         self.parts = parts if self._controller is not None else 1
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0  # the process that started the pool's threads (fork drops them)
+        # One parallel region at a time: BLAS's thread limit is process-wide, and two
+        # overlapping regions would restore it out of order.
+        self._lock = threading.Lock()
         self._blas_busy_until = 0.0
 
     def split(self, count: int, min_per_part: int = MIN_ROWS_PER_PART) -> list[tuple[int, int]]:
@@ -100,9 +105,10 @@ class RowParallel:
                 fn(*args)
             self.blas_threaded()
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.parts - 1, thread_name_prefix="webgpt2-cpu")
-        with self._controller.limit(limits=1):
+        with self._lock, self._controller.limit(limits=1):
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.parts - 1, thread_name_prefix="webgpt2-cpu")
+                self._pool_pid = os.getpid()
             futures = [self._pool.submit(fn, *args) for args in parts[1:]]
             try:
                 fn(*parts[0])
