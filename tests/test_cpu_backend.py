@@ -218,3 +218,27 @@ def _run_with_inherited(parallel, queue):
 
     parallel.run(fill, parallel.split(64, min_per_part=8))
     queue.put(float(out.sum()))
+
+
+def test_two_threads_sharing_a_backend_get_their_own_results(lm):
+    """Concurrent prefills on one backend: pooled buffers are never handed to both, and the
+    parallel regions take turns."""
+    prompts = [[[(i * k) % 300 for i in range(200)]] for k in (3, 5)]
+    expected = [np.array(lm.build_cache(p, cache_length=205)[0]) for p in prompts]
+    results: dict[int, list] = {0: [], 1: []}
+
+    def work(which):
+        for _ in range(5):
+            hidden, cache = lm.build_cache(prompts[which], cache_length=205)
+            results[which].append(np.array(hidden))
+            lm.backend.release(cache)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for which in (0, 1):
+        assert len(results[which]) == 5
+        for got in results[which]:
+            np.testing.assert_allclose(got, expected[which], rtol=0, atol=1e-5)
