@@ -16,23 +16,7 @@
 // attend), 3 out (f32).
 // Workgroups are flattened over x and y.
 
-struct Params {
-    batch: u32,         // batch rows in this dispatch
-    seq_len: u32,       // S
-    hidden: u32,        // H
-    heads: u32,         // nh
-    head_dim: u32,      // hd
-    max_length: u32,    // T
-    start: u32,         // cache_update_index
-    batch_stride: u32,  // L * 2 * T * H
-    qkv_offset: u32,
-    cache_offset: u32,
-    out_offset: u32,
-    scale: f32,
-    position_stride: u32,
-    head_stride: u32,
-    kv_stride: u32,
-}
+//!include attention_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
