@@ -114,19 +114,23 @@ def test_a_second_prefill_makes_almost_no_new_memory(lm):
 
 
 # ---- spreading a long prompt over the cores (webgpt2/backends/cpu/parallel.py) ---------------
-def test_split_cuts_rows_into_nearly_equal_parts():
-    parallel = RowParallel(parts=3)
+def spreading(parts: int) -> RowParallel:
+    """A RowParallel of `parts` parts; skips the test where BLAS cannot be limited."""
+    parallel = RowParallel(parts=parts)
     if parallel.parts == 1:
         pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    return parallel
+
+
+def test_split_cuts_rows_into_nearly_equal_parts():
+    parallel = spreading(3)
     assert parallel.split(100, min_per_part=10) == [(0, 33), (33, 66), (66, 100)]
     assert parallel.split(40, min_per_part=32) == [(0, 40)]  # too few rows to cut
     assert parallel.split(12, min_per_part=1) == [(0, 4), (4, 8), (8, 12)]
 
 
 def test_parts_run_on_other_threads_unless_blas_threads_are_spinning():
-    parallel = RowParallel(parts=2)
-    if parallel.parts == 1:
-        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    parallel = spreading(2)
     seen = []
 
     def record(i):
@@ -141,9 +145,7 @@ def test_parts_run_on_other_threads_unless_blas_threads_are_spinning():
 
 
 def test_a_failing_part_raises_after_every_part_finished():
-    parallel = RowParallel(parts=2)
-    if parallel.parts == 1:
-        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    parallel = spreading(2)
     done = []
 
     def part(i):
@@ -195,9 +197,7 @@ def test_free_buffers_hands_the_kept_memory_back(lm):
 def test_a_forked_child_gets_its_own_worker_threads():
     """A process forked after the workers started has none of them; the backend must start
     new ones rather than wait forever on the parent's."""
-    parallel = RowParallel(parts=2)
-    if parallel.parts == 1:
-        pytest.skip("BLAS threads cannot be limited here (no threadpoolctl)")
+    parallel = spreading(2)
     parallel.run(lambda: None, [(), ()])  # the parent's worker thread is running
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
