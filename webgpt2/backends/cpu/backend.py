@@ -175,9 +175,7 @@ class CPUBackend(Backend):
         if activation not in (None, "gelu"):
             raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
         rows = x.reshape(-1, x.shape[-1])
-        ranges = (self._parallel.split(rows.shape[0])
-                  if rows.shape[0] >= 2 * MIN_ROWS_PER_PART else None)
-        if ranges is None or len(ranges) == 1:
+        if rows.shape[0] < 2 * MIN_ROWS_PER_PART or self._parallel.parts == 1:
             # A decode step: one BLAS call (BLAS threads it), then the rest in place.
             y = self._matmul_rows(x, weight)
             _linear_epilogue(y.reshape(rows.shape[0], -1), bias, activation,
@@ -190,7 +188,7 @@ class CPUBackend(Backend):
         res = None if residual is None else residual.reshape(rows.shape[0], -1)
         self._parallel.run(_linear_rows, [
             (rows[a:b], weight, bias, activation, None if res is None else res[a:b],
-             y_rows[a:b], self._pool) for a, b in ranges])
+             y_rows[a:b], self._pool) for a, b in self._parallel.split(rows.shape[0])])
         return y
 
     def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
