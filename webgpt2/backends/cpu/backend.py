@@ -162,7 +162,10 @@ class CPUBackend(Backend):
         rows = x.reshape(-1, x.shape[-1])
         out = self._pool.empty(x.shape)
         out_rows = out.reshape(rows.shape)
-        if rows.shape[0] < 2 * MIN_ROWS_PER_PART:  # a decode step: straight through
+        if rows.shape[0] == 1:  # a decode step of batch 1
+            _layer_norm_row(rows[0], gamma, beta, epsilon, out_rows[0])
+            return out
+        if rows.shape[0] < 2 * MIN_ROWS_PER_PART:  # a few rows: straight through
             _layer_norm_rows(rows, gamma, beta, epsilon, out_rows)
             return out
         self._parallel.run(_layer_norm_rows, [
@@ -434,6 +437,19 @@ def _layer_norm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon
     np.sqrt(variance, out=variance)
     out /= variance
     out *= gamma
+    out += beta
+
+
+def _layer_norm_row(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float,
+                    out: np.ndarray) -> None:
+    """out = layer_norm(x) for one 1-D row: _layer_norm_rows's arithmetic with scalar
+    statistics (a decode step's norms are a few microseconds each, mostly per-call overhead:
+    this one makes 5 NumPy calls where the general path makes 10)."""
+    n = x.shape[0]
+    np.subtract(x, np.add.reduce(x) * np.float32(1.0 / n), out=out)
+    inverse_deviation = 1.0 / math.sqrt(float(np.dot(out, out)) / n + epsilon)
+    np.multiply(out, gamma, out=out)
+    out *= np.float32(inverse_deviation)
     out += beta
 
 
