@@ -242,3 +242,78 @@ def test_two_threads_sharing_a_backend_get_their_own_results(lm):
         assert len(results[which]) == 5
         for got in results[which]:
             np.testing.assert_allclose(got, expected[which], rtol=0, atol=1e-5)
+
+
+# ---- storage order of the weights (CPUBackend.upload) ------------------------------------
+def host(array: np.ndarray):
+    from webgpt2.backends.base import HostTensor
+
+    return HostTensor("float32", array.shape, np.ascontiguousarray(array, np.float32).tobytes())
+
+
+@pytest.mark.parametrize("layout,shape,column_major", [
+    ("linear", (96, 32), True),  # narrows, like GPT-2's MLP c_proj [4H, H]
+    ("linear", (32, 96), False),  # widens (c_attn, c_fc): as it comes
+    ("linear", (32, 32), False),
+    ("embedding", (300, 64), True),  # the tied token table [V, H]
+    ("plain", (300, 64), False),  # the position table: sliced by rows
+])
+def test_tall_matrices_are_stored_column_major_with_the_same_values(layout, shape, column_major):
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    stored = CPUBackend().upload(host(values), layout)
+    assert stored.shape == shape
+    assert stored.flags.f_contiguous == column_major
+    assert stored.flags.c_contiguous != column_major
+    np.testing.assert_array_equal(stored, values)
+
+
+def test_pyodide_keeps_every_weight_where_it_lies():
+    b = CPUBackend()
+    b._column_major_tall = False  # as under emscripten
+    stored = b.upload(host(np.ones((96, 32), np.float32)), "linear")
+    assert stored.flags.c_contiguous and not stored.flags.writeable  # the host's own bytes
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_embedding_reads_a_table_in_either_order(order):
+    b = CPUBackend()
+    rng = np.random.default_rng(1)
+    table = np.asarray(rng.standard_normal((300, 64)), np.float32, order=order)
+    positions = rng.standard_normal((16, 64)).astype(np.float32)
+    ids = np.array([[5, 0, 299, 5], [1, 2, 3, 4]], np.int32)
+    out = b.embedding(ids, table, positions, 3)
+    np.testing.assert_array_equal(out, table[ids] + positions[3:7])
+    with pytest.raises(ValueError, match="token id 300 is outside the vocabulary"):
+        b.embedding(np.array([[300]], np.int32), table, positions, 0)
+
+
+def resident_file_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's /proc")
+def test_a_copied_tensor_gives_its_mapped_checkpoint_pages_back(tmp_path):
+    """A tall matrix read from a memory-mapped checkpoint is copied column-major; the
+    checkpoint's pages it was read from leave the process's resident memory, so the weights
+    are held once."""
+    from webgpt2.io.safetensors import read_safetensors, write_safetensors
+
+    values = np.arange(4096 * 1024, dtype=np.float32).reshape(4096, 1024)  # 16 MiB
+    path = tmp_path / "tall.safetensors"
+    write_safetensors(str(path), {"w": host(values), "b": host(np.ones((4,), np.float32))})
+    tensors = read_safetensors(str(path))
+    mapped = np.frombuffer(tensors["w"].data, np.float32)
+    before = resident_file_kib()
+    assert float(mapped.sum()) == float(values.sum(dtype=np.float64))  # touch every page
+    touched = resident_file_kib()
+    if touched - before < 12 * 1024:
+        pytest.skip("the file's pages were not mapped in on reading (no mmap here)")
+    stored = CPUBackend().upload(tensors["w"], "linear")
+    assert touched - resident_file_kib() > 12 * 1024
+    np.testing.assert_array_equal(stored, values)
+    np.testing.assert_array_equal(mapped.reshape(values.shape), values)  # still readable
+    np.testing.assert_array_equal(CPUBackend().upload(tensors["b"], "plain"), np.ones(4))
