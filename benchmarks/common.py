@@ -22,7 +22,7 @@ def checkpoint(name: str = "gpt2-124m", config: dict | None = None, seed: int = 
     from conftest import write_hf_checkpoint
 
     directory = ROOT / ".cache" / "bench" / name
-    if not (directory / "model.safetensors").exists():
+    if not all((directory / f).exists() for f in ("model.safetensors", "vocab.json")):
         directory.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
         write_hf_checkpoint(directory, config or GPT2_124M, seed)
