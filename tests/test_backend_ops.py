@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from host_util import host
 
 import webgpt2
 from webgpt2.backends import HostTensor
@@ -36,12 +37,6 @@ def backend(request):
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
-
-
-def host(a: np.ndarray, dtype: str = "float32") -> HostTensor:
-    np_dtype = {"float32": "<f4", "float16": "<f2", "int32": "<i4"}[dtype]
-    a = np.ascontiguousarray(a, dtype=np_dtype)
-    return HostTensor(dtype, a.shape, a.tobytes())
 
 
 def upload(b, a: np.ndarray, layout: str = "plain"):

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from host_util import host
 
 from webgpt2.backends.cpu import CPUBackend
 from webgpt2.backends.cpu.buffers import MIN_POOLED_BYTES, BufferPool
@@ -245,12 +246,6 @@ def test_two_threads_sharing_a_backend_get_their_own_results(lm):
 
 
 # ---- storage order of the weights (CPUBackend.upload) ------------------------------------
-def host(array: np.ndarray):
-    from webgpt2.backends.base import HostTensor
-
-    return HostTensor("float32", array.shape, np.ascontiguousarray(array, np.float32).tobytes())
-
-
 @pytest.mark.parametrize("layout,shape,column_major", [
     ("linear", (96, 32), True),  # narrows, like GPT-2's MLP c_proj [4H, H]
     ("linear", (32, 96), False),  # widens (c_attn, c_fc): as it comes

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from host_util import host
 
 import webgpt2
 from webgpt2.backends import HostTensor
@@ -46,11 +47,6 @@ def small_bindings(backend):
     b = WebGPUBackend(driver=backend.driver, max_binding_size=64 << 10)
     b.poison = True
     return b
-
-
-def host(a: np.ndarray) -> HostTensor:
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return HostTensor("float32", a.shape, a.tobytes())
 
 
 def values(b, x) -> np.ndarray:
