@@ -133,7 +133,7 @@ class CPUBackend(Backend):
         # Tall weight matrices are copied column-major at upload (see upload). Not under
         # Pyodide: its checkpoint is read into memory, whose pages cannot be given back, and
         # its NumPy has no BLAS whose streaming this was measured on.
-        self._column_major_tall = sys.platform != "emscripten"
+        self._column_major_tall = self.name != "wasm"
 
     # ---- host <-> backend -------------------------------------------------------------
     def upload(self, host: HostTensor, layout: str = "plain", dtype: str | None = None) -> Any:
