@@ -9,7 +9,9 @@ ms/token, transformers' (torch, same thread count) prefill and decode ms/token, 
 ratio; the weight-streaming floor (one 1-row matmul over every weight matrix, each in the
 faster of its row- and column-major layouts: the least any float32 implementation spends per
 token; also given as the checkpoint lays the matrices out) and the ratio to it; 512-token
-prefill for both; and webgpt2's peak memory (in a child process) against the weights plus the cache.
+prefill for both, and the time of that prefill's matrix products alone (its float32 GEMMs
+through NumPy's BLAS on the same weights: what no NumPy implementation can go under); and
+webgpt2's peak memory (in a child process) against the weights plus the cache.
 """
 
 from __future__ import annotations
@@ -137,6 +139,37 @@ def streaming_ms(matrices: list[np.ndarray]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def prefill_matmuls(lm, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(input, weight) for every matrix product a prefill of `rows` tokens must make, with
+    webgpt2's weights as it holds them: each block's c_attn, c_proj, c_fc and MLP c_proj over
+    every row, except that the last block needs only the last row past its c_attn (the cache
+    takes every row's keys and values), and the tied head over the last row."""
+    bb = lm.backbone
+    rng = np.random.default_rng(0)
+    blocks = bb.transformer_layers
+    products = []
+    for i, block in enumerate(blocks):
+        for j, dense in enumerate((block.attn.c_attn, block.attn.c_proj, block.mlp_c_fc,
+                                   block.mlp_c_proj)):
+            weight = dense.weight("weight")
+            n = rows if i < len(blocks) - 1 or j == 0 else 1
+            products.append((rng.standard_normal((n, weight.shape[0]), np.float32), weight))
+    head = bb.token_embedding.weights.T
+    products.append((rng.standard_normal((1, head.shape[0]), np.float32), head))
+    return products
+
+
+def matmul_floor_ms(products: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """ms of the products alone, one NumPy matmul each (BLAS threads them itself) into
+    preallocated outputs: a prefill's float32 arithmetic on this CPU through NumPy's BLAS,
+    with none of the rest (attention, layer norms, GELU, bias, residuals)."""
+    outs = [np.empty((x.shape[0], w.shape[1]), np.float32) for x, w in products]
+    t0 = time.perf_counter()
+    for (x, w), out in zip(products, outs):
+        np.matmul(x, w, out=out)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def search_ms_per_token(lm, prompt, new_tokens: int, rounds: int) -> None:
     """generate() end to end (prefill included) per new token: greedy, beam-4, contrastive-4."""
     from webgpt2.generation import BeamSampler, ContrastiveSampler
@@ -192,12 +225,13 @@ def main() -> None:
     print(f"GPT-2 124M (12 layers, 768 wide, 50257 vocab), batch 1, {args.prompt_tokens}-token "
           f"prompt, {args.new_tokens} new tokens, {threads()} threads, {args.rounds} rounds "
           "interleaved")
+    long_products = prefill_matmuls(lm, len(long_prompt))
     # Warm both (first calls allocate, fault in pages and spin up thread pools).
     ours(prompt, 8)
     theirs(prompt, 8)
     results = {k: [] for k in ("ours_prefill", "ours_decode", "theirs_prefill", "theirs_decode",
                                "floor", "checkpoint_floor", "paired_decode", "ours_long",
-                               "theirs_long")}
+                               "theirs_long", "long_matmuls")}
     same_tokens = True
     for _ in range(args.rounds):
         quiet()
@@ -219,6 +253,8 @@ def main() -> None:
             results["ours_long"].append(ours(long_prompt, 2)[0])
             quiet()
             results["theirs_long"].append(theirs(long_prompt, 2)[0])
+            quiet()
+            results["long_matmuls"].append(matmul_floor_ms(long_products))
     m = {k: median(v) for k, v in results.items()}
     pairs = [a / b for a, b in zip(results["ours_long"], results["theirs_long"])]
     print(f"  greedy tokens identical to transformers: {same_tokens}")
@@ -229,6 +265,10 @@ def main() -> None:
           f"transformers {m['theirs_long']:8.1f} ms   ratio "
           f"{m['ours_long'] / m['theirs_long']:.2f}x   (target <= 0.80x; medians of "
           f"{len(pairs)} alternated pairs, whose own ratios ran {min(pairs):.2f}-{max(pairs):.2f})")
+    print(f"  prefill {args.long_prompt:4d} tokens, its matrix products alone (NumPy's BLAS, "
+          f"same weights, alternated with the pairs): {m['long_matmuls']:.1f} ms = "
+          f"{m['long_matmuls'] / m['theirs_long']:.2f}x transformers' prefill; webgpt2's "
+          f"prefill is {m['ours_long'] / m['long_matmuls']:.2f}x its matrix products")
     print(f"  decode ms/token:     webgpt2 cpu {m['ours_decode']:8.2f}      transformers "
           f"{m['theirs_decode']:8.2f}      ratio {m['ours_decode'] / m['theirs_decode']:.2f}x")
     print(f"  weight-streaming floor {m['floor']:.2f} ms/token (each matrix in the faster of "
