@@ -257,10 +257,10 @@ class CPUBackend(Backend):
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
         end = cache_update_index + seq_len
-        # Every position's keys and values, in one strided copy: [B, S, 2, nh, hd] -> [B, 2, S,
-        # nh, hd].
-        cache[:, layer_index, :, cache_update_index:end] = qkv[..., hidden:].reshape(
-            batch, seq_len, 2, num_heads, head_dim).swapaxes(1, 2)
+        # [B, S, 2, nh, hd] views of every position's keys and values, and of their place in
+        # the cache ([B, 2, S, nh, hd] swapped).
+        new_kv = qkv[..., hidden:].reshape(batch, seq_len, 2, num_heads, head_dim)
+        cache_kv = cache[:, layer_index, :, cache_update_index:end].swapaxes(1, 2)
         # Strided views [B, nh, end, hd]: each head is a 2-D matrix with row stride nh * hd
         # that BLAS reads in place (a contiguous copy costs more than it saves).
         keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
@@ -269,6 +269,7 @@ class CPUBackend(Backend):
         if seq_len == 1 or last_position_only:
             # One query per row (a decode step): the last query sees every key, so no mask;
             # a handful of small arrays, kept off the pool.
+            cache_kv[...] = new_kv
             query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim) * scale
             weights = np.matmul(query, keys.swapaxes(-1, -2))  # [B, nh, 1, end]
             weights -= weights.max(axis=-1, keepdims=True)
@@ -276,21 +277,19 @@ class CPUBackend(Backend):
             out = np.matmul(weights, values)  # [B, nh, 1, hd]
             out /= weights.sum(axis=-1, keepdims=True)
             return out.reshape(batch, 1, hidden)
-        # Scale the queries (S x hd values) rather than the scores (S x end).
-        queries = self._pool.empty((batch, num_heads, seq_len, head_dim))
-        np.multiply(qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim)
-                    .transpose(0, 2, 1, 3), scale, out=queries)
+        queries = qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim).transpose(
+            0, 2, 1, 3)
         out = self._pool.empty((batch, seq_len, hidden))
-        # Written in place as [B, nh, S, hd] views: BLAS stores each head's rows with stride H.
+        # Written in place as [B, nh, S, hd] views: each head's rows with stride H.
         heads_out = out.reshape(batch, seq_len, num_heads, head_dim).transpose(0, 2, 1, 3)
-        # Each core attends with a share of the heads (a short prompt's few queries are not
-        # worth waking a thread for).
+        # Each core attends with a share of the heads, having written their keys and values
+        # into the cache (a short prompt's few queries are not worth waking a thread for).
         heads = (self._parallel.split(num_heads, min_per_part=1)
                  if seq_len >= 2 * MIN_ROWS_PER_PART else [(0, num_heads)])
-        self._parallel.run(_causal_attention, [
-            (queries[:, a:b], keys[:, a:b], values[:, a:b], heads_out[:, a:b],
-             cache_update_index, self._pool) for a, b in heads])
-        self._pool.give(queries)
+        self._parallel.run(_attention_part, [
+            (new_kv[..., a:b, :], cache_kv[..., a:b, :], queries[:, a:b], scale,
+             keys[:, a:b], values[:, a:b], heads_out[:, a:b], cache_update_index, self._pool)
+            for a, b in heads])
         return out
 
     def select_position(self, x: Any, index: int) -> Any:
@@ -529,6 +528,19 @@ def _diagonal_mask(n: int) -> np.ndarray:
     return mask
 
 
+def _attention_part(new_kv: np.ndarray, cache_kv: np.ndarray, queries: np.ndarray,
+                    scale: np.float32, keys: np.ndarray, values: np.ndarray, out: np.ndarray,
+                    cache_update_index: int, pool: BufferPool) -> None:
+    """Some heads' share of a prompt's attention: their new keys and values into the cache
+    (cache_kv[...] = new_kv), their queries scaled (S x hd values rather than S x end
+    scores), then _causal_attention over the cache."""
+    cache_kv[...] = new_kv
+    scaled = pool.empty(queries.shape)
+    np.multiply(queries, scale, out=scaled)
+    _causal_attention(scaled, keys, values, out, cache_update_index, pool)
+    pool.give(scaled)
+
+
 def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
                       out: np.ndarray, cache_update_index: int, pool: BufferPool) -> None:
     """out [..., S, hd] = causal softmax(queries keys^T) values, head by head.
@@ -555,10 +567,13 @@ def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
         scores -= scores.max(axis=-1, keepdims=True)
         np.exp(scores, out=scores)
         denominators = scores.sum(axis=-1, keepdims=True)
-        block = out[..., q0:q1, :]
+        # Into a contiguous block, then normalised into `out` (strided when it is a view of
+        # [S, nh, hd] rows): BLAS stores a contiguous result faster, and normalising the
+        # [n, hd] output costs less than normalising the [n, visible] scores.
+        block = pool.empty(out[..., q0:q1, :].shape)
         np.matmul(scores, values[..., :visible, :], out=block)
-        # Normalising the [n, hd] output costs less than normalising the [n, visible] scores.
-        block /= denominators
+        np.divide(block, denominators, out=out[..., q0:q1, :])
+        pool.give(block)
         pool.give(scores)
 
 
