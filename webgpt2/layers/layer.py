@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,13 +50,7 @@ class Layer:
 
     def count_params(self) -> int:
         """How many numbers this layer's weights hold (KerasHub's `count_params`)."""
-        count = 0
-        for shape in self.expected_weights().values():
-            size = 1
-            for d in shape:
-                size *= d
-            count += size
-        return count
+        return sum(math.prod(shape) for shape in self.expected_weights().values())
 
     def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
                      dtype: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from array import array
 from collections.abc import Callable, Mapping
@@ -101,9 +102,7 @@ class GPT2Backbone(Layer):
         rng = random.Random(seed)
         weights = {}
         for name, shape in self.expected_weights().items():
-            size = 1
-            for d in shape:
-                size *= d
+            size = math.prod(shape)
             if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
                 values = array("f", [1.0]) * size
             elif len(shape) == 1:
