@@ -130,16 +130,27 @@ def _describe(backend: Any) -> str:
     return str(info.get("adapter") or info.get("device") or info.get("name") or backend.name)
 
 
-class _RecordingSampler(Sampler):
-    """Wraps a sampler to note each sampled id and when it came (one prompt, so one row)."""
+class _Recording:
+    """What both recording wrappers share: the wrapped sampler's seed, name and config, and
+    the generated ids with the time each came (one prompt, so one row)."""
 
     def __init__(self, inner: Sampler) -> None:
-        super().__init__(inner.seed)
+        super().__init__(inner.seed)  # the sampler base class that follows in the MRO
         self.inner = inner
         self.name = inner.name
-        self.uses_randomness = inner.uses_randomness
         self.token_ids: list[int] = []
         self.times: list[float] = []
+
+    def get_config(self) -> dict:
+        return self.inner.get_config()
+
+
+class _RecordingSampler(_Recording, Sampler):
+    """Wraps a sampler to note each sampled id and when it came."""
+
+    def __init__(self, inner: Sampler) -> None:
+        super().__init__(inner)
+        self.uses_randomness = inner.uses_randomness
 
     def next_tokens(self, backend: Any, logits: Any, rngs: Any) -> list[int]:
         ids = self.inner.next_tokens(backend, logits, rngs)
@@ -147,22 +158,15 @@ class _RecordingSampler(Sampler):
         self.times.append(time.perf_counter())
         return ids
 
-    def get_config(self) -> dict:
-        return self.inner.get_config()
 
-
-class _RecordingSearch(SearchSampler):
+class _RecordingSearch(_Recording, SearchSampler):
     """Wraps a search sampler (contrastive, beam) to note the row's generated ids as its
     decode writes them: after each step it yields (contrastive), or once at the end (beam,
     which yields nothing)."""
 
     def __init__(self, inner: SearchSampler) -> None:
-        super().__init__(inner.seed)
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.streams = inner.streams
-        self.token_ids: list[int] = []
-        self.times: list[float] = []
 
     def run(self, model: Any, state: Any, options: Any) -> Iterator[Any]:
         n = state.prompt_lengths[0]
@@ -177,9 +181,6 @@ class _RecordingSearch(SearchSampler):
             note()
             yield step
         note()
-
-    def get_config(self) -> dict:
-        return self.inner.get_config()
 
 
 def make_sampler(options: dict) -> Sampler:
