@@ -108,16 +108,23 @@ def decode_against_floor(lm, prompt, steps: int) -> tuple[float, float, float]:
     return median(decodes), median(floors), median(checkpoint_floors)
 
 
+def model_matrices(lm) -> tuple[np.ndarray, list[list[np.ndarray]]]:
+    """The tied head wte^T [H, V] and each block's [c_attn, c_proj, c_fc, MLP c_proj]
+    weights [K, N], as webgpt2 holds them."""
+    bb = lm.backbone
+    blocks = [[dense.weight("weight") for dense in (block.attn.c_attn, block.attn.c_proj,
+                                                    block.mlp_c_fc, block.mlp_c_proj)]
+              for block in bb.transformer_layers]
+    return bb.token_embedding.weights.T, blocks
+
+
 def floor_matrices(lm) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Every weight matrix a decode step reads, as [K, N] for a 1-row product x @ W: each in
     whichever of its row- and column-major layouts a 1-row product streams faster here
     (timed now, whatever layout webgpt2 chose), and each as the checkpoint lays it out
     (Conv1D [in, out] row-major; the tied head wte^T, that is wte [V, H] row-major)."""
-    bb = lm.backbone
-    matrices = [bb.token_embedding.weights.T]
-    for block in bb.transformer_layers:
-        for dense in (block.attn.c_attn, block.attn.c_proj, block.mlp_c_fc, block.mlp_c_proj):
-            matrices.append(dense.weight("weight"))
+    head, blocks = model_matrices(lm)
+    matrices = [head] + [w for block in blocks for w in block]
     fastest, as_checkpoint = [], []
     for i, m in enumerate(matrices):
         layouts = [np.ascontiguousarray(m), np.asfortranarray(m)]  # row-, column-major
@@ -139,34 +146,34 @@ def streaming_ms(matrices: list[np.ndarray]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def prefill_matmuls(lm, rows: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(input, weight) for every matrix product a prefill of `rows` tokens must make, with
+def prefill_matmuls(lm, rows: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(input, weight, output) for every matrix product a prefill of `rows` tokens must make
+    (the outputs written once already, so that timing them faults in no fresh pages), with
     webgpt2's weights as it holds them: each block's c_attn, c_proj, c_fc and MLP c_proj over
     every row, except that the last block needs only the last row past its c_attn (the cache
     takes every row's keys and values), and the tied head over the last row."""
-    bb = lm.backbone
+    head, blocks = model_matrices(lm)
     rng = np.random.default_rng(0)
-    blocks = bb.transformer_layers
     products = []
     for i, block in enumerate(blocks):
-        for j, dense in enumerate((block.attn.c_attn, block.attn.c_proj, block.mlp_c_fc,
-                                   block.mlp_c_proj)):
-            weight = dense.weight("weight")
+        for j, weight in enumerate(block):
             n = rows if i < len(blocks) - 1 or j == 0 else 1
-            products.append((rng.standard_normal((n, weight.shape[0]), np.float32), weight))
-    head = bb.token_embedding.weights.T
-    products.append((rng.standard_normal((1, head.shape[0]), np.float32), head))
+            products.append((rng.standard_normal((n, weight.shape[0]), np.float32), weight,
+                             np.zeros((n, weight.shape[1]), np.float32)))
+    products.append((rng.standard_normal((1, head.shape[0]), np.float32), head,
+                     np.zeros((1, head.shape[1]), np.float32)))
+    for x, weight, out in products:
+        out.fill(0)  # np.zeros maps pages lazily: touch them now
     return products
 
 
-def matmul_floor_ms(products: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def matmul_floor_ms(products: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> float:
     """ms of the products alone, one NumPy matmul each (BLAS threads them itself) into
-    preallocated outputs: a prefill's float32 arithmetic on this CPU through NumPy's BLAS,
-    with none of the rest (attention, layer norms, GELU, bias, residuals)."""
-    outs = [np.empty((x.shape[0], w.shape[1]), np.float32) for x, w in products]
+    their outputs: a prefill's float32 arithmetic on this CPU through NumPy's BLAS, with
+    none of the rest (attention, layer norms, GELU, bias, residuals)."""
     t0 = time.perf_counter()
-    for (x, w), out in zip(products, outs):
-        np.matmul(x, w, out=out)
+    for x, weight, out in products:
+        np.matmul(x, weight, out=out)
     return (time.perf_counter() - t0) * 1e3
 
 
