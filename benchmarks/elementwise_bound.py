@@ -1,0 +1,149 @@
+"""How much of the cpu backend's time is its elementwise NumPy work: an upper bound on what
+compiled kernels for it (numba, C) could save.
+
+    python benchmarks/elementwise_bound.py [--pairs 16] [--steps 128]
+
+Runs GPT-2 124M as it is, and again with layer norm, GELU and the softmax's elementwise
+passes skipped (the matrix products, bias and residual adds, the KV cache writes and all
+the Python stay). The skipped run computes wrong values: only its time means anything. A
+compiled kernel still has to make one pass where NumPy makes several, so it cannot save
+more than the difference. Prints, alternated in one run, the 512-token prefill (real,
+skipped, transformers', and the prefill's matrix products alone) and a decode step (real,
+skipped, and the weight-streaming floor, token by token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from common import checkpoint, median
+from decode import (
+    floor_matrices,
+    matmul_floor_ms,
+    prefill_matmuls,
+    quiet,
+    streaming_ms,
+    transformers_runner,
+    webgpt2_runner,
+)
+
+import webgpt2.backends.cpu.backend as cpu
+
+
+def _causal_attention_products_only(queries, keys, values, out, cache_update_index, pool):
+    """_causal_attention's two products per query block, without the mask and softmax."""
+    seq_len = queries.shape[-2]
+    for q0 in range(0, seq_len, cpu._QUERY_BLOCK):
+        q1 = min(seq_len, q0 + cpu._QUERY_BLOCK)
+        visible = cache_update_index + q1
+        scores = pool.empty((*queries.shape[:-2], q1 - q0, visible))
+        np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2), out=scores)
+        np.matmul(scores, values[..., :visible, :], out=out[..., q0:q1, :])
+        pool.give(scores)
+
+
+def _decode_attention_products_only(backend):
+    """The backend's cached_attention, whose one-query path makes only the cache write and
+    the two products."""
+    real = backend.cached_attention
+
+    def attention(qkv, cache, layer_index, cache_update_index, num_heads,
+                  last_position_only=False):
+        batch, seq_len, three_hidden = qkv.shape
+        if seq_len > 1:
+            return real(qkv, cache, layer_index, cache_update_index, num_heads,
+                        last_position_only)
+        hidden = three_hidden // 3
+        head_dim = hidden // num_heads
+        end = cache_update_index + 1
+        cache[:, layer_index, :, cache_update_index:end].swapaxes(1, 2)[...] = \
+            qkv[..., hidden:].reshape(batch, 1, 2, num_heads, head_dim)
+        keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
+        values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
+        query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim)
+        weights = np.matmul(query, keys.swapaxes(-1, -2))
+        return np.matmul(weights, values).reshape(batch, 1, hidden)
+
+    return attention
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=128)
+    args = parser.parse_args()
+    folder = checkpoint()
+    lm, ours = webgpt2_runner(folder)
+    theirs = transformers_runner(folder)
+    backend = lm.backend
+    real = {"gelu_": cpu.gelu_, "_layer_norm_rows": cpu._layer_norm_rows,
+            "_layer_norm_row": cpu._layer_norm_row, "_causal_attention": cpu._causal_attention}
+    skipped = {"gelu_": lambda x, pool, bias=None: x,
+               "_layer_norm_rows": lambda x, gamma, beta, epsilon, out: None,
+               "_layer_norm_row": lambda x, gamma, beta, epsilon, out: None,
+               "_causal_attention": _causal_attention_products_only}
+    attention = {"real": backend.cached_attention,
+                 "skipped": _decode_attention_products_only(backend)}
+
+    def use(kind: str) -> None:
+        for name, fn in (real if kind == "real" else skipped).items():
+            setattr(cpu, name, fn)
+        backend.cached_attention = attention[kind]
+
+    long_prompt = [(i * 7919) % 50000 for i in range(512)]
+    products = prefill_matmuls(lm, len(long_prompt))
+    # The skipped runs overflow (their values are wrong); np.errstate would not reach the
+    # backend's worker thread.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    for kind in ("real", "skipped"):
+        use(kind)
+        ours(long_prompt, 2)
+    theirs(long_prompt, 2)
+    times: dict[str, list[float]] = {k: [] for k in (
+        "real", "skipped", "transformers", "matmuls", "step real", "step skipped",
+        "floor")}
+    for i in range(args.pairs):
+        for kind in ("real", "skipped") if i % 2 else ("skipped", "real"):
+            use(kind)
+            quiet()
+            times[kind].append(ours(long_prompt, 2)[0])
+        quiet()
+        times["transformers"].append(theirs(long_prompt, 2)[0])
+        quiet()
+        times["matmuls"].append(matmul_floor_ms(products))
+
+    prompt = list(range(1000, 1032))
+    fastest, _ = floor_matrices(lm)
+    use("real")  # both caches filled by the real prefill
+    caches = {k: lm.prefill([prompt], cache_length=len(prompt) + args.steps)[1]
+              for k in ("real", "skipped")}
+    for i in range(len(prompt), len(prompt) + args.steps):
+        times["floor"].append(streaming_ms(fastest))
+        for kind in ("real", "skipped") if i % 2 else ("skipped", "real"):
+            use(kind)
+            t0 = time.perf_counter()
+            logits, _, caches[kind] = lm.call_with_cache([[1000 + i % 7]], caches[kind], i)
+            backend.argmax(logits)
+            times["step " + kind].append((time.perf_counter() - t0) * 1e3)
+    use("real")
+    m = {k: median(v) for k, v in times.items()}
+    pairs = median([s / r for s, r in zip(times["skipped"], times["real"])])
+    print(f"GPT-2 124M, {len(long_prompt)}-token prefill ({args.pairs} alternated pairs) and "
+          f"decode steps ({args.steps}, alternated with the streaming floor); 'skipped': layer "
+          "norm, GELU and softmax passes not run (wrong values, time only)")
+    print(f"  prefill: real {m['real']:.1f} ms, skipped {m['skipped']:.1f} ms (pair median "
+          f"{pairs:.3f}x); transformers {m['transformers']:.1f} ms, matrix products alone "
+          f"{m['matmuls']:.1f} ms")
+    print(f"    / transformers: real {m['real'] / m['transformers']:.2f}x, skipped "
+          f"{m['skipped'] / m['transformers']:.2f}x;  / matrix products: real "
+          f"{m['real'] / m['matmuls']:.2f}x, skipped {m['skipped'] / m['matmuls']:.2f}x")
+    print(f"  decode step: real {m['step real']:.2f} ms, skipped {m['step skipped']:.2f} ms, "
+          f"floor {m['floor']:.2f} ms: real {m['step real'] / m['floor']:.2f}x, skipped "
+          f"{m['step skipped'] / m['floor']:.2f}x the floor")
+
+
+if __name__ == "__main__":
+    main()
