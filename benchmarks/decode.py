@@ -78,6 +78,11 @@ def transformers_runner(folder):
     return run
 
 
+def long_prompt_ids(length: int) -> list[int]:
+    """A long prompt's token ids, spread over the vocabulary (the same in every benchmark)."""
+    return [(i * 7919) % 50000 for i in range(length)]
+
+
 def quiet() -> None:
     """Let the other implementation's threads go idle before a timed run.
 
@@ -226,7 +231,7 @@ def main() -> None:
 
     folder = checkpoint()
     prompt = list(range(1000, 1000 + args.prompt_tokens))
-    long_prompt = [(i * 7919) % 50000 for i in range(args.long_prompt)]
+    long_prompt = long_prompt_ids(args.long_prompt)
     lm, ours = webgpt2_runner(folder)
     theirs = transformers_runner(folder)
     print(f"GPT-2 124M (12 layers, 768 wide, 50257 vocab), batch 1, {args.prompt_tokens}-token "

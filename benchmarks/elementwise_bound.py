@@ -22,6 +22,7 @@ import numpy as np
 from common import checkpoint, median
 from decode import (
     floor_matrices,
+    long_prompt_ids,
     matmul_floor_ms,
     prefill_matmuls,
     quiet,
@@ -45,29 +46,9 @@ def _causal_attention_products_only(queries, keys, values, out, cache_update_ind
         pool.give(scores)
 
 
-def _decode_attention_products_only(backend):
-    """The backend's cached_attention, whose one-query path makes only the cache write and
-    the two products."""
-    real = backend.cached_attention
-
-    def attention(qkv, cache, layer_index, cache_update_index, num_heads,
-                  last_position_only=False):
-        batch, seq_len, three_hidden = qkv.shape
-        if seq_len > 1:
-            return real(qkv, cache, layer_index, cache_update_index, num_heads,
-                        last_position_only)
-        hidden = three_hidden // 3
-        head_dim = hidden // num_heads
-        end = cache_update_index + 1
-        cache[:, layer_index, :, cache_update_index:end].swapaxes(1, 2)[...] = \
-            qkv[..., hidden:].reshape(batch, 1, 2, num_heads, head_dim)
-        keys = cache[:, layer_index, 0, :end].transpose(0, 2, 1, 3)
-        values = cache[:, layer_index, 1, :end].transpose(0, 2, 1, 3)
-        query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim)
-        weights = np.matmul(query, keys.swapaxes(-1, -2))
-        return np.matmul(weights, values).reshape(batch, 1, hidden)
-
-    return attention
+def _last_query_products_only(query, keys, values):
+    """_last_query_attention's two products, without the softmax."""
+    return np.matmul(np.matmul(query, keys.swapaxes(-1, -2)), values)
 
 
 def main() -> None:
@@ -79,21 +60,18 @@ def main() -> None:
     lm, ours = webgpt2_runner(folder)
     theirs = transformers_runner(folder)
     backend = lm.backend
-    real = {"gelu_": cpu.gelu_, "_layer_norm_rows": cpu._layer_norm_rows,
-            "_layer_norm_row": cpu._layer_norm_row, "_causal_attention": cpu._causal_attention}
     skipped = {"gelu_": lambda x, pool, bias=None: x,
                "_layer_norm_rows": lambda x, gamma, beta, epsilon, out: None,
                "_layer_norm_row": lambda x, gamma, beta, epsilon, out: None,
-               "_causal_attention": _causal_attention_products_only}
-    attention = {"real": backend.cached_attention,
-                 "skipped": _decode_attention_products_only(backend)}
+               "_causal_attention": _causal_attention_products_only,
+               "_last_query_attention": _last_query_products_only}
+    real = {name: getattr(cpu, name) for name in skipped}
 
     def use(kind: str) -> None:
         for name, fn in (real if kind == "real" else skipped).items():
             setattr(cpu, name, fn)
-        backend.cached_attention = attention[kind]
 
-    long_prompt = [(i * 7919) % 50000 for i in range(512)]
+    long_prompt = long_prompt_ids(512)
     products = prefill_matmuls(lm, len(long_prompt))
     # The skipped runs overflow (their values are wrong); np.errstate would not reach the
     # backend's worker thread.
@@ -125,6 +103,7 @@ def main() -> None:
         for kind in ("real", "skipped") if i % 2 else ("skipped", "real"):
             use(kind)
             t0 = time.perf_counter()
+            # The same tokens for both (the skipped run's logits are meaningless).
             logits, _, caches[kind] = lm.call_with_cache([[1000 + i % 7]], caches[kind], i)
             backend.argmax(logits)
             times["step " + kind].append((time.perf_counter() - t0) * 1e3)

@@ -271,12 +271,7 @@ class CPUBackend(Backend):
             # a handful of small arrays, kept off the pool.
             cache_kv[...] = new_kv
             query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim) * scale
-            weights = np.matmul(query, keys.swapaxes(-1, -2))  # [B, nh, 1, end]
-            weights -= weights.max(axis=-1, keepdims=True)
-            np.exp(weights, out=weights)
-            out = np.matmul(weights, values)  # [B, nh, 1, hd]
-            out /= weights.sum(axis=-1, keepdims=True)
-            return out.reshape(batch, 1, hidden)
+            return _last_query_attention(query, keys, values).reshape(batch, 1, hidden)
         queries = qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim).transpose(
             0, 2, 1, 3)
         out = self._pool.empty((batch, seq_len, hidden))
@@ -539,6 +534,18 @@ def _attention_part(new_kv: np.ndarray, cache_kv: np.ndarray, queries: np.ndarra
     np.multiply(queries, scale, out=scaled)
     _causal_attention(scaled, keys, values, out, cache_update_index, pool)
     pool.give(scaled)
+
+
+def _last_query_attention(query: np.ndarray, keys: np.ndarray,
+                          values: np.ndarray) -> np.ndarray:
+    """[..., 1, hd] = softmax(query keys^T) values for one (scaled) query per head, which
+    sees every key (no mask): keys and values [..., end, hd]."""
+    weights = np.matmul(query, keys.swapaxes(-1, -2))  # [..., 1, end]
+    weights -= weights.max(axis=-1, keepdims=True)
+    np.exp(weights, out=weights)
+    out = np.matmul(weights, values)
+    out /= weights.sum(axis=-1, keepdims=True)
+    return out
 
 
 def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
