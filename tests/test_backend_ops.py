@@ -314,3 +314,87 @@ def test_token_log_probs(backend):
     expected = torch.log_softmax(torch.from_numpy(logits).double(), -1).numpy()
     expected = np.take_along_axis(expected, targets[..., None], -1)[..., 0]
     np.testing.assert_allclose(np.array(out), expected, **MATMUL)
+
+
+# ---- bad calls: the interface checks them, so every backend answers alike -----------------
+def _bad_calls(b):
+    """(name, call, error type) for bad calls of every checked operation."""
+    f = b.tensor
+    x3 = f([[[1.0, 2.0], [3.0, 4.0]]], "float32")  # [1, 2, 2]
+    logits = f([[0.5, 1.5, -1.0]], "float32")
+    w = upload(b, np.ones((2, 3), np.float32), "linear")
+    table = upload(b, np.ones((5, 2), np.float32), "embedding")
+    positions = upload(b, np.ones((4, 2), np.float32))
+    gamma = upload(b, np.ones(2, np.float32))
+    cache = b.zeros((1, 2, 2, 4, 1, 2))
+    qkv = f([[[0.1] * 6]], "float32")  # [1, 1, 3H] with H = 2, one head
+    ids = f([[1, 2]], "int32")
+    return [
+        ("select_position past the end", lambda: b.select_position(x3, 5), ValueError),
+        ("select_position negative", lambda: b.select_position(x3, -1), ValueError),
+        ("select_position float", lambda: b.select_position(x3, 1.0), TypeError),
+        ("sample temperature 0", lambda: b.sample(logits, [0.5], temperature=0), ValueError),
+        ("sample temperature nan",
+         lambda: b.sample(logits, [0.5], temperature=float("nan")), ValueError),
+        ("sample top_p 0", lambda: b.sample(logits, [0.5], top_p=0.0), ValueError),
+        ("sample top_k negative", lambda: b.sample(logits, [0.5], top_k=-1), ValueError),
+        ("sample top_k bool", lambda: b.sample(logits, [0.5], top_k=True), TypeError),
+        ("sample uniform 1", lambda: b.sample(logits, [1.0]), ValueError),
+        ("sample two uniforms", lambda: b.sample(logits, [0.1, 0.2]), ValueError),
+        ("argmax of [B, S>1, V]", lambda: b.argmax(x3), ValueError),
+        ("top_k 0", lambda: b.top_k(logits, 0), ValueError),
+        ("top_k past the width", lambda: b.top_k(logits, 4), ValueError),
+        ("top_k float", lambda: b.top_k(logits, 1.5), TypeError),
+        ("repetition penalty 0",
+         lambda: b.apply_repetition_penalty(logits, [[0]], 0.0), ValueError),
+        ("mask_tokens float id", lambda: b.mask_tokens(logits, [[0.5]]), TypeError),
+        ("mask_tokens two lists", lambda: b.mask_tokens(logits, [[0], [1]]), ValueError),
+        ("gather_batch out of range", lambda: b.gather_batch(logits, [1]), ValueError),
+        ("gather_batch no rows", lambda: b.gather_batch(logits, []), ValueError),
+        ("reorder_cache short", lambda: b.reorder_cache(cache, [], 0, 1), ValueError),
+        ("reorder_cache end past T", lambda: b.reorder_cache(cache, [0], 0, 5), ValueError),
+        ("concatenate nothing", lambda: b.concatenate([], 0), ValueError),
+        ("concatenate mismatched", lambda: b.concatenate([x3, logits], 1), ValueError),
+        ("concatenate axis", lambda: b.concatenate([x3, x3], 3), ValueError),
+        ("cosine of wrong width",
+         lambda: b.max_cosine_similarity(x3, f([[1.0, 2.0, 3.0]], "float32")), ValueError),
+        ("linear wrong width", lambda: b.linear(logits, w), ValueError),
+        ("linear activation", lambda: b.linear(x3, w, activation="relu"), ValueError),
+        ("linear residual shape", lambda: b.linear(x3, w, residual=x3), ValueError),
+        ("layer_norm epsilon nan",
+         lambda: b.layer_norm(x3, gamma, gamma, float("nan")), ValueError),
+        ("layer_norm gamma shape", lambda: b.layer_norm(x3, table, gamma, 1e-5), ValueError),
+        ("embedding id out of range",
+         lambda: b.embedding(f([[1, 5]], "int32"), table, positions, 0), ValueError),
+        ("embedding past the positions",
+         lambda: b.embedding(ids, table, positions, 3), ValueError),
+        ("embedding negative start", lambda: b.embedding(ids, table, positions, -1), ValueError),
+        ("reverse_embedding width", lambda: b.reverse_embedding(logits, table), ValueError),
+        ("attention layer out of range",
+         lambda: b.cached_attention(qkv, cache, 2, 0, 1), ValueError),
+        ("attention past the cache", lambda: b.cached_attention(qkv, cache, 0, 4, 1), ValueError),
+        ("attention heads", lambda: b.cached_attention(qkv, cache, 0, 0, 2), ValueError),
+        ("token_log_probs target out of range",
+         lambda: b.token_log_probs(x3, f([[0, 2]], "int32")), ValueError),
+        ("token_log_probs negative target",
+         lambda: b.token_log_probs(x3, f([[0, -1]], "int32")), ValueError),
+        ("token_log_probs target shape",
+         lambda: b.token_log_probs(x3, f([[0]], "int32")), ValueError),
+        ("upload layout", lambda: b.upload(host(np.ones(2, np.float32)), "rows"), ValueError),
+        ("upload a 1-D linear weight",
+         lambda: b.upload(host(np.ones(2, np.float32)), "linear"), ValueError),
+        ("tensor dtype", lambda: b.tensor([1.0], "float64"), ValueError),
+        ("zeros negative", lambda: b.zeros((2, -1)), ValueError),
+    ]
+
+
+def test_every_backend_raises_the_same_error_for_the_same_bad_call():
+    seen: dict[str, dict[str, str]] = {}
+    for name in BACKENDS:
+        b = webgpt2.get_backend(name)
+        for case, call, error in _bad_calls(b):
+            with pytest.raises(error) as caught:
+                call()
+            seen.setdefault(case, {})[name] = str(caught.value)
+    for case, messages in seen.items():
+        assert len(set(messages.values())) == 1, (case, messages)

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 
 from webgpt2.backends.base import Backend, BackendError, HostTensor
@@ -50,13 +49,8 @@ def _lazy(module: str, attribute: str) -> Callable[[], Backend]:
     return factory
 
 
-def _in_browser() -> bool:
-    return sys.platform == "emscripten"
-
-
-# The NumPy backend is called "wasm" inside Pyodide and "cpu" natively: the same code, but
-# users choose them for different reasons and they have different limits.
-register_backend("wasm" if _in_browser() else "cpu", _lazy("webgpt2.backends.cpu", "CPUBackend"))
+# cpu is NumPy wherever NumPy imports (natively, or in a Pyodide that has it).
+register_backend("cpu", _lazy("webgpt2.backends.cpu", "CPUBackend"))
 register_backend("webgpu", _lazy("webgpt2.backends.webgpu", "WebGPUBackend"))
 
 

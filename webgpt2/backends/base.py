@@ -7,69 +7,29 @@ fuse work and keep weights and the KV cache resident: a linear layer carries its
 optional tanh-GELU and an optional residual; attention writes this step's keys and values
 into the cache itself; sampling returns token ids, not logits.
 
+Each public operation checks its arguments here (checks.py), once for every backend, and then
+calls the backend's `_operation` (tinygrad's `alloc` -> `_alloc`): a backend implements the
+underscore methods and never repeats a check, so every backend answers a bad call alike.
+
 Shapes use these names: B batch, S new positions, T the cache's max length, H hidden size,
 V vocabulary size, L layers, nh heads, hd head size (H = nh * hd).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-DTYPES = ("float32", "float16", "bfloat16", "int32")
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
+from webgpt2.backends import checks, host_ops
+from webgpt2.backends.host import DTYPES, ITEMSIZE, BackendError, HostTensor
 
-
-class BackendError(RuntimeError):
-    """A backend could not be created or an operation failed on the device."""
-
-
-@dataclass(frozen=True)
-class HostTensor:
-    """Host-side tensor data: little-endian bytes, a dtype name and a shape.
-
-    This is how weights cross from the loader to a backend. It needs no numpy, so the
-    core runs in a Pyodide that has none.
-
-    Example:
-        >>> t = HostTensor.from_floats([1.0, 2.0, 3.0, 4.0], (2, 2))
-        >>> t.shape, t.dtype, t.nbytes
-        ((2, 2), 'float32', 16)
-    """
-
-    dtype: str
-    shape: tuple[int, ...]
-    data: Any  # bytes, bytearray or memoryview
-
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not supported; expected one of {DTYPES}")
-        expected = self.size * ITEMSIZE[self.dtype]
-        if len(memoryview(self.data).cast("B")) != expected:
-            raise ValueError(
-                f"tensor of shape {self.shape} and dtype {self.dtype} needs {expected} bytes; "
-                f"got {len(memoryview(self.data).cast('B'))}"
-            )
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * ITEMSIZE[self.dtype]
-
-    @classmethod
-    def from_floats(cls, values: Sequence[float], shape: tuple[int, ...]) -> HostTensor:
-        return cls("float32", tuple(shape), struct.pack(f"<{len(values)}f", *values))
-
+__all__ = ["DTYPES", "ITEMSIZE", "Backend", "BackendError", "HostTensor"]
 
 class Backend:
     """The interface every backend implements. Tensors are the backend's own objects.
+
+    A backend implements `shape`, `to_list`, `release` (optional) and the underscore methods
+    at the end (the generation operations' have host defaults); public methods check first.
 
     Example:
         >>> import webgpt2
@@ -80,6 +40,8 @@ class Backend:
     """
 
     name: str = "abstract"
+    # Storage dtypes `upload` accepts for weights (arithmetic is float32 everywhere).
+    storage_dtypes: tuple[str, ...] = ("float32",)
 
     # ---- host <-> backend -------------------------------------------------------------
     def upload(self, host: HostTensor, layout: str = "plain", dtype: str | None = None) -> Any:
@@ -87,14 +49,27 @@ class Backend:
 
         layout: "plain" (as given), "linear" (a Hugging Face Conv1D weight, [in, out]: the
         backend may store it transposed), "embedding" ([V, H], used by `embedding` and by
-        `reverse_embedding`). dtype: the storage dtype ("float32" default, "float16" where
-        the backend supports it); arithmetic stays float32.
+        `reverse_embedding`). dtype: the storage dtype (None for the backend's default, or
+        one of its `storage_dtypes`); arithmetic stays float32.
         """
-        raise NotImplementedError
+        if not isinstance(host, HostTensor):
+            raise TypeError(f"upload takes a HostTensor; got {type(host).__name__}")
+        if layout not in ("plain", "linear", "embedding"):
+            raise ValueError(f"layout {layout!r}; expected 'plain', 'linear' or 'embedding'")
+        if dtype is not None and dtype not in self.storage_dtypes:
+            raise ValueError(f"the {self.name} backend stores weights as "
+                             f"{' or '.join(self.storage_dtypes)}, not {dtype!r}")
+        if layout != "plain" and (len(host.shape) != 2 or host.dtype == "int32"):
+            raise ValueError(f"a {layout} weight must be a 2-D float tensor; got "
+                             f"{host.dtype} of shape {host.shape}")
+        return self._upload(host, layout, dtype)
 
     def tensor(self, values: Any, dtype: str) -> Any:
-        """A tensor from nested Python lists (token ids, small float inputs)."""
-        raise NotImplementedError
+        """A tensor from nested Python lists (token ids, small float inputs); "float16"
+        values are held as float32."""
+        if dtype not in ("float32", "float16", "int32"):
+            raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
+        return self._tensor(values, dtype)
 
     def to_list(self, x: Any) -> list:
         """Nested Python lists of the tensor's values (a read back on a device)."""
@@ -104,13 +79,24 @@ class Backend:
         raise NotImplementedError
 
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
-        raise NotImplementedError
+        """A zero-filled tensor. A 6-D float one may be a KV cache [B, L, 2, T, nh, hd]."""
+        if dtype not in ("float32", "float16", "int32"):
+            raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
+        return self._zeros(tuple(checks.integer("a dimension", n, 0) for n in shape), dtype)
 
     def release(self, x: Any) -> None:
         """Free a tensor's memory now; the caller must not use x (or views of it) afterwards.
 
         webgpu frees the GPU buffer; cpu keeps the array for reuse by a later operation of
         the same shape (if nothing else refers to it); the default does nothing."""
+
+    def _int_values(self, x: Any) -> list[int]:
+        """The flat values of an int32 tensor, for checks. A backend that keeps a host copy
+        of the ids it was given returns that rather than reading the device."""
+        values = self.to_list(x)
+        while values and isinstance(values[0], list):
+            values = [v for row in values for v in row]
+        return values
 
     # ---- model operations -------------------------------------------------------------
     def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
@@ -119,18 +105,52 @@ class Backend:
 
         token_ids [B, S] int32. Ids outside [0, V) raise ValueError naming the id.
         """
-        raise NotImplementedError
+        ids_shape = self.shape(token_ids)
+        table_shape = self.shape(token_table)
+        positions_shape = self.shape(position_table)
+        checks.rank("token_ids", ids_shape, 2, "[B, S]")
+        checks.rank("token_table", table_shape, 2, "[V, H]")
+        checks.rank("position_table", positions_shape, 2, "[max_positions, H]")
+        if positions_shape[1] != table_shape[1]:
+            raise ValueError(f"position_table {positions_shape} and token_table "
+                             f"{table_shape} differ in hidden size")
+        start = checks.integer("start_position", start_position, 0)
+        if start + ids_shape[1] > positions_shape[0]:
+            raise ValueError(f"positions {start}..{start + ids_shape[1] - 1} are outside the "
+                             f"position table of {positions_shape[0]} rows")
+        checks.ids_in_range("token id", self._int_values(token_ids), table_shape[0])
+        return self._embedding(token_ids, token_table, position_table, start)
 
     def layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
         """Layer norm over the last axis, biased variance, as torch.nn.LayerNorm."""
-        raise NotImplementedError
+        hidden = self.shape(x)[-1:]
+        for name, t in (("gamma", gamma), ("beta", beta)):
+            if self.shape(t) != hidden:
+                raise ValueError(f"{name} has shape {self.shape(t)}; expected {hidden} "
+                                 f"for x of shape {self.shape(x)}")
+        epsilon = checks.real("epsilon", epsilon)
+        if epsilon < 0:
+            raise ValueError(f"epsilon is {epsilon}; expected epsilon >= 0")
+        return self._layer_norm(x, gamma, beta, epsilon)
 
     def linear(self, x: Any, weight: Any, bias: Any | None = None,
                activation: str | None = None, residual: Any | None = None) -> Any:
         """y = activation(x @ W + bias) + residual. x [..., K]; W uploaded with layout
         "linear" from [K, N]; activation None or "gelu" (tanh approximation, GPT-2's
         gelu_new); residual [..., N] or None."""
-        raise NotImplementedError
+        if activation not in (None, "gelu"):
+            raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
+        x_shape, w_shape = self.shape(x), self.shape(weight)
+        checks.rank("weight", w_shape, 2, "[K, N]")
+        if not x_shape or x_shape[-1] != w_shape[0]:
+            raise ValueError(f"x has shape {x_shape}; the weight {w_shape} expects "
+                             f"{w_shape[0]} features")
+        if bias is not None and self.shape(bias) != w_shape[1:]:
+            raise ValueError(f"bias has shape {self.shape(bias)}; expected {w_shape[1:]}")
+        out_shape = x_shape[:-1] + w_shape[1:]
+        if residual is not None and tuple(self.shape(residual)) != out_shape:
+            raise ValueError(f"residual has shape {self.shape(residual)}; expected {out_shape}")
+        return self._linear(x, weight, bias, activation, residual)
 
     def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
                          cache_update_index: int, num_heads: int,
@@ -146,46 +166,92 @@ class Backend:
         keys and values are still written; a prefill's last block needs nothing else).
         cache [B, L, 2, T, nh, hd].
         """
-        raise NotImplementedError
+        qkv_shape, cache_shape = self.shape(qkv), self.shape(cache)
+        checks.rank("qkv", qkv_shape, 3, "[B, S, 3H]")
+        checks.rank("cache", cache_shape, 6, "[B, L, 2, T, nh, hd]")
+        batch, seq_len, three_hidden = qkv_shape
+        num_heads = checks.integer("num_heads", num_heads, 1)
+        if seq_len < 1 or three_hidden % (3 * num_heads):
+            raise ValueError(f"qkv has shape {qkv_shape}; expected [B, S >= 1, 3H] with H a "
+                             f"multiple of num_heads={num_heads}")
+        head_dim = three_hidden // 3 // num_heads
+        c_batch, layers, two, max_length, c_heads, c_head_dim = cache_shape
+        if (c_batch, two, c_heads, c_head_dim) != (batch, 2, num_heads, head_dim):
+            raise ValueError(f"cache shape {cache_shape} does not match qkv {qkv_shape} with "
+                             f"{num_heads} heads; expected [{batch}, L, 2, T, {num_heads}, "
+                             f"{head_dim}]")
+        layer_index = checks.integer("layer_index", layer_index, 0, layers - 1)
+        start = checks.integer("cache_update_index", cache_update_index, 0)
+        if start + seq_len > max_length:
+            raise ValueError(f"cache positions {start}..{start + seq_len - 1} are outside the "
+                             f"cache's max length of {max_length}")
+        return self._cached_attention(qkv, cache, layer_index, start, num_heads,
+                                      bool(last_position_only))
 
     def select_position(self, x: Any, index: int) -> Any:
-        """x[:, index:index+1, :] — [B, S, H] -> [B, 1, H]."""
-        raise NotImplementedError
+        """x[:, index:index+1, :] — [B, S, H] -> [B, 1, H]; 0 <= index < S."""
+        shape = self.shape(x)
+        checks.rank("x", shape, 3, "[B, S, H]")
+        index = checks.integer("index", index, 0, shape[1] - 1)
+        return self._select_position(x, index)
 
     def reverse_embedding(self, x: Any, token_table: Any) -> Any:
         """logits [B, S, V] = x [B, S, H] @ token_table[V, H]^T (the tied LM head)."""
-        raise NotImplementedError
+        x_shape, table_shape = self.shape(x), self.shape(token_table)
+        checks.rank("token_table", table_shape, 2, "[V, H]")
+        if not x_shape or x_shape[-1] != table_shape[1]:
+            raise ValueError(f"x has shape {x_shape}; the token table {table_shape} expects "
+                             f"{table_shape[1]} features")
+        return self._reverse_embedding(x, token_table)
 
     # ---- sampling primitives (token ids out, not logits) --------------------------------
     def argmax(self, logits: Any) -> list[int]:
         """Index of the largest logit of each row (the first on ties). logits [B, V] or
         [B, 1, V]."""
-        raise NotImplementedError
+        checks.logit_rows("logits", self.shape(logits))
+        return self._argmax(logits)
 
     def sample(self, logits: Any, uniforms: Sequence[float], temperature: float = 1.0,
                top_k: int = 0, top_p: float = 1.0) -> list[int]:
         """One token id per row drawn from softmax(filtered logits / temperature).
 
         Filtering follows transformers' warpers in their order (temperature, then top-k, then
-        top-p): top-k keeps logits >= the k-th largest; top-p keeps the smallest set of most
-        probable tokens whose probability reaches top_p (tokens whose cumulative probability in
-        ascending order is <= 1 - top_p are removed; the most probable always stays). The draw
-        is by inverse CDF over token ids in increasing order: the first id whose cumulative
-        probability exceeds uniforms[row] * total. The host supplies the uniform numbers so the
-        same seed draws the same tokens on every backend.
+        top-p): top-k keeps logits >= the k-th largest (0 keeps all); top-p keeps the smallest
+        set of most probable tokens whose probability reaches top_p (tokens whose cumulative
+        probability in ascending order is <= 1 - top_p are removed; the most probable always
+        stays). The draw is by inverse CDF over token ids in increasing order: the first id
+        whose cumulative probability exceeds uniforms[row] * total. The host supplies the
+        uniform numbers in [0, 1) so the same seed draws the same tokens on every backend.
         """
-        raise NotImplementedError
+        rows, _ = checks.logit_rows("logits", self.shape(logits))
+        if len(uniforms) != rows:
+            raise ValueError(f"{len(uniforms)} uniform numbers for {rows} rows; expected "
+                             "one per row")
+        draws = [checks.real("a uniform number", u) for u in uniforms]
+        if any(not 0.0 <= u < 1.0 for u in draws):
+            raise ValueError(f"uniform numbers {draws}; expected each in [0, 1)")
+        temperature = checks.positive("temperature", temperature)
+        top_k = checks.integer("top_k", top_k, 0)
+        top_p = checks.real("top_p", top_p)
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p is {top_p}; expected 0 < top_p <= 1")
+        return self._sample(logits, draws, temperature, top_k, top_p)
 
     def token_log_probs(self, logits: Any, target_ids: Any) -> list[list[float]]:
         """log_softmax(logits)[b, s, target_ids[b, s]] for scoring. logits [B, S, V],
-        target_ids [B, S] int32. Returns [B][S] floats."""
-        raise NotImplementedError
+        target_ids [B, S] int32 with every id in [0, V). Returns [B][S] floats."""
+        shape = self.shape(logits)
+        checks.rank("logits", shape, 3, "[B, S, V]")
+        if tuple(self.shape(target_ids)) != shape[:2]:
+            raise ValueError(f"target_ids has shape {self.shape(target_ids)}; expected "
+                             f"{shape[:2]}")
+        checks.ids_in_range("target id", self._int_values(target_ids), shape[2])
+        return self._token_log_probs(logits, target_ids)
 
     # ---- generation operations ----------------------------------------------------------
-    # Beam search, contrastive search and logits processors use these. Each has a default
-    # written with the primitives above (a read back to the host, Python, a new tensor), so
-    # it works unchanged on every backend; a backend overrides it to stay on the device.
-    # "Logits" below are [B, V] or [B, 1, V]; results keep the input's shape.
+    # For beam and contrastive search and logits processors. Each `_operation` has a host
+    # default (host_ops.py) that a backend overrides to stay on the device. "Logits" below
+    # are [B, V] or [B, 1, V]; results keep the input's shape.
 
     def log_softmax(self, logits: Any) -> Any:
         """A new float32 tensor of log_softmax over the last axis (log-probabilities).
@@ -200,13 +266,8 @@ class Backend:
             >>> [round(math.exp(v), 3) for v in row]
             [0.5, 0.5]
         """
-        shape = self.shape(logits)
-        out = []
-        for row in _host_rows(self, logits):
-            peak = max(row)
-            log_norm = math.log(sum(math.exp(v - peak) for v in row)) + peak
-            out.append([v - log_norm for v in row])
-        return self.tensor(_unrows(out, shape), "float32")
+        checks.logit_rows("logits", self.shape(logits))
+        return self._log_softmax(logits)
 
     def top_k(self, x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
         """(values, indices): the k largest values of each row and their indices, largest
@@ -219,16 +280,8 @@ class Backend:
             >>> b.top_k(b.tensor([[0.5, 3.0, 0.5, 2.0]], "float32"), 3)
             ([[3.0, 2.0, 0.5]], [[1, 3, 0]])
         """
-        rows = _host_rows(self, x)
-        width = len(rows[0]) if rows else 0
-        if not isinstance(k, int) or not 1 <= k <= width:
-            raise ValueError(f"k is {k!r}; expected an integer in [1, {width}]")
-        values, indices = [], []
-        for row in rows:
-            order = heapq.nsmallest(k, range(width), key=lambda i: (-row[i], i))
-            values.append([row[i] for i in order])
-            indices.append(order)
-        return values, indices
+        _, width = checks.logit_rows("x", self.shape(x))
+        return self._top_k(x, checks.integer("k", k, 1, width))
 
     def apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
                                  penalty: float) -> Any:
@@ -245,14 +298,10 @@ class Backend:
             >>> b.to_list(b.apply_repetition_penalty(x, [[0, 1, 1]], 2.0))
             [[1.0, -4.0, 1.0]]
         """
-        shape = self.shape(logits)
-        rows = _host_rows(self, logits)
-        _check_rows(token_ids, len(rows))
-        for row, ids in zip(rows, token_ids):
-            for t in set(ids):
-                if 0 <= t < len(row):
-                    row[t] = row[t] * penalty if row[t] < 0 else row[t] / penalty
-        return self.tensor(_unrows(rows, shape), "float32")
+        rows, _ = checks.logit_rows("logits", self.shape(logits))
+        checks.token_lists(token_ids, rows)
+        return self._apply_repetition_penalty(logits, token_ids,
+                                              checks.positive("penalty", penalty))
 
     def mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
                     value: float = float("-inf")) -> Any:
@@ -268,14 +317,11 @@ class Backend:
             >>> b.to_list(b.mask_tokens(b.tensor([[1.0, 2.0, 3.0]], "float32"), [[2]]))
             [[1.0, 2.0, -inf]]
         """
-        shape = self.shape(logits)
-        rows = _host_rows(self, logits)
-        _check_rows(token_ids, len(rows))
-        for row, ids in zip(rows, token_ids):
-            for t in ids:
-                if 0 <= t < len(row):
-                    row[t] = value
-        return self.tensor(_unrows(rows, shape), "float32")
+        rows, _ = checks.logit_rows("logits", self.shape(logits))
+        checks.token_lists(token_ids, rows)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"value is {value!r}; expected a number (not NaN)")
+        return self._mask_tokens(logits, token_ids, float(value))
 
     def gather_batch(self, x: Any, indices: Sequence[int]) -> Any:
         """A new tensor whose row i (along axis 0) is a copy of x[indices[i]].
@@ -289,19 +335,23 @@ class Backend:
             >>> b.to_list(b.gather_batch(b.tensor([[1, 2], [3, 4]], "int32"), [1, 1, 0]))
             [[3, 4], [3, 4], [1, 2]]
         """
-        values = self.to_list(x)
-        _check_indices(indices, len(values))
-        picked = [values[i] for i in indices]
-        return self.tensor(picked, _dtype_of(picked))
+        shape = self.shape(x)
+        if not shape:
+            raise ValueError("gather_batch needs a tensor of rank 1 or more; got a scalar")
+        picked = checks.row_indices(indices, shape[0])
+        if not picked:
+            raise ValueError("gather_batch needs at least one row index")
+        return self._gather_batch(x, picked)
 
     def reorder_cache(self, cache: Any, indices: Sequence[int], start: int, end: int) -> Any:
         """Reorder a KV cache [B, L, 2, T, nh, hd] by batch row over positions [start, end).
 
         cache[b, :, :, start:end] <- the old cache[indices[b], :, :, start:end] for every b
         (every row is read before any is written). Positions outside [start, end) keep their
-        values. len(indices) == B. Beam search reorders the filled positions by each beam's
-        parent every step; contrastive search copies the chosen candidate's newest position
-        to the other candidates of its row.
+        values. len(indices) == B; 0 <= start and end <= T (end <= start changes nothing).
+        Beam search reorders the filled positions by each beam's parent every step;
+        contrastive search copies the chosen candidate's newest position to the other
+        candidates of its row.
 
         Takes ownership of `cache` and returns the reordered cache: `cache` itself updated
         in place, or a new tensor (and then `cache` is released). Use only the returned one.
@@ -315,24 +365,17 @@ class Backend:
             >>> [[out[row][0][0][t][0][0] for t in range(2)] for row in range(2)]
             [[0.0, 11.0], [10.0, 11.0]]
         """
-        values = self.to_list(cache)
-        _check_indices(indices, len(values))
-        if len(indices) != len(values):
-            raise ValueError(f"{len(indices)} indices for a cache of batch {len(values)}; "
+        shape = self.shape(cache)
+        checks.rank("cache", shape, 6, "[B, L, 2, T, nh, hd]")
+        rows = checks.row_indices(indices, shape[0])
+        if len(rows) != shape[0]:
+            raise ValueError(f"{len(rows)} indices for a cache of batch {shape[0]}; "
                              "expected one per row")
+        start = checks.integer("start", start, 0)
+        end = checks.integer("end", end, None, shape[3])
         if end <= start:
             return cache
-        reordered = []
-        for b, source in enumerate(indices):
-            row = values[b]
-            new_row = []
-            for layer, source_layer in zip(row, values[source]):
-                new_row.append([kv[:start] + source_kv[start:end] + kv[end:]
-                                for kv, source_kv in zip(layer, source_layer)])
-            reordered.append(new_row)
-        out = self.tensor(reordered, "float32")
-        self.release(cache)
-        return out
+        return self._reorder_cache(cache, rows, start, end)
 
     def concatenate(self, tensors: Sequence[Any], axis: int) -> Any:
         """A new tensor: `tensors` (one rank and dtype, equal sizes but on `axis`) joined
@@ -347,18 +390,14 @@ class Backend:
         """
         if not tensors:
             raise ValueError("concatenate needs at least one tensor")
-        rank = len(self.shape(tensors[0]))
-        if not -rank <= axis < rank:
-            raise ValueError(f"axis {axis} is outside a tensor of rank {rank}")
-        axis %= rank
-
-        def join(parts: list, depth: int) -> list:
-            if depth == axis:
-                return [item for part in parts for item in part]
-            return [join(list(group), depth + 1) for group in zip(*parts)]
-
-        values = join([self.to_list(t) for t in tensors], 0)
-        return self.tensor(values, _dtype_of(values))
+        shapes = [tuple(self.shape(t)) for t in tensors]
+        rank = len(shapes[0])
+        axis = checks.integer("axis", axis, -rank, rank - 1) % rank
+        for s in shapes:
+            if len(s) != rank or s[:axis] + s[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]:
+                raise ValueError(f"cannot concatenate shapes {shapes} along axis {axis}; "
+                                 "expected equal sizes on every other axis")
+        return self._concatenate(list(tensors), axis)
 
     def max_cosine_similarity(self, context: Any, candidates: Any) -> list[float]:
         """Contrastive search's degeneration penalty, one float per candidate.
@@ -375,62 +414,86 @@ class Backend:
             >>> b.max_cosine_similarity(ctx, b.tensor([[3.0, 0.0], [-1.0, 0.0]], "float32"))
             [1.0, 0.0]
         """
-        ctx = self.to_list(context)
-        cands = self.to_list(candidates)
-        if cands and isinstance(cands[0][0], list):
-            cands = [c[0] for c in cands]
-        if not ctx or len(cands) % len(ctx):
-            raise ValueError(f"{len(cands)} candidates for a context of batch {len(ctx)}; "
-                             "expected a multiple of it")
-        per_row = len(cands) // len(ctx)
-
-        def unit(v: list[float]) -> list[float]:
-            norm = math.sqrt(sum(a * a for a in v))
-            return [a / norm for a in v]
-
-        unit_ctx = [[unit(h) for h in row] for row in ctx]
-        out = []
-        for n, cand in enumerate(cands):
-            c = unit(cand)
-            out.append(max(sum(a * b for a, b in zip(h, c)) for h in unit_ctx[n // per_row]))
-        return out
+        c_shape, n_shape = self.shape(context), self.shape(candidates)
+        checks.rank("context", c_shape, 3, "[B, S, H]")
+        if len(n_shape) not in (2, 3) or (len(n_shape) == 3 and n_shape[1] != 1) \
+                or n_shape[-1] != c_shape[-1]:
+            raise ValueError(f"candidates have shape {n_shape}; expected [N, 1, "
+                             f"{c_shape[-1]}] or [N, {c_shape[-1]}]")
+        if not c_shape[0] or not c_shape[1] or n_shape[0] % c_shape[0]:
+            raise ValueError(f"{n_shape[0]} candidates for a context of shape {c_shape}; "
+                             "expected a non-empty context and a multiple of its batch")
+        return self._max_cosine_similarity(context, candidates)
 
     # ---- device information -----------------------------------------------------------
     def describe(self) -> dict:
         """What this backend runs on (for `webgpt2 info`)."""
         return {"name": self.name}
 
+    # ---- what a backend implements (arguments arrive checked) -------------------------
+    def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> Any:
+        raise NotImplementedError
 
-# ---- helpers for the default generation operations (host lists) ---------------------------
-def _host_rows(backend: Backend, x: Any) -> list[list[float]]:
-    """The rows of a [B, V] or [B, 1, V] tensor as host lists."""
-    shape = backend.shape(x)
-    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] != 1):
-        raise ValueError(f"expected logits of shape [B, V] or [B, 1, V]; got {shape}")
-    values = backend.to_list(x)
-    return [row[0] for row in values] if len(shape) == 3 else values
+    def _tensor(self, values: Any, dtype: str) -> Any:
+        raise NotImplementedError
 
+    def _zeros(self, shape: tuple[int, ...], dtype: str) -> Any:  # 6-D float: a KV cache
+        raise NotImplementedError
 
-def _unrows(rows: list[list[float]], shape: tuple[int, ...]) -> list:
-    return [[row] for row in rows] if len(shape) == 3 else rows
+    def _embedding(self, token_ids: Any, token_table: Any, position_table: Any,
+                   start_position: int) -> Any:
+        raise NotImplementedError
 
+    def _layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
+        raise NotImplementedError
 
-def _check_rows(token_ids: Sequence[Sequence[int]], batch: int) -> None:
-    if len(token_ids) != batch:
-        raise ValueError(f"{len(token_ids)} lists of token ids for {batch} rows of logits; "
-                         "expected one per row")
+    def _linear(self, x: Any, weight: Any, bias: Any | None, activation: str | None,
+                residual: Any | None) -> Any:
+        raise NotImplementedError
 
+    def _cached_attention(self, qkv: Any, cache: Any, layer_index: int,
+                          cache_update_index: int, num_heads: int,
+                          last_position_only: bool) -> Any:
+        raise NotImplementedError
 
-def _check_indices(indices: Sequence[int], batch: int) -> None:
-    for i in indices:
-        if not isinstance(i, int) or not 0 <= i < batch:
-            raise ValueError(f"row index {i!r} is outside a batch of {batch}; expected "
-                             f"0 <= index < {batch}")
+    def _select_position(self, x: Any, index: int) -> Any:
+        raise NotImplementedError
 
+    def _reverse_embedding(self, x: Any, token_table: Any) -> Any:
+        raise NotImplementedError
 
-def _dtype_of(values: Any) -> str:
-    while isinstance(values, list):
-        if not values:
-            return "float32"
-        values = values[0]
-    return "int32" if isinstance(values, int) else "float32"
+    def _argmax(self, logits: Any) -> list[int]:
+        raise NotImplementedError
+
+    def _sample(self, logits: Any, uniforms: list[float], temperature: float, top_k: int,
+                top_p: float) -> list[int]:
+        raise NotImplementedError
+
+    def _token_log_probs(self, logits: Any, target_ids: Any) -> list[list[float]]:
+        raise NotImplementedError
+
+    def _log_softmax(self, logits: Any) -> Any:
+        return host_ops.log_softmax(self, logits)
+
+    def _top_k(self, x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
+        return host_ops.top_k(self, x, k)
+
+    def _apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                                  penalty: float) -> Any:
+        return host_ops.apply_repetition_penalty(self, logits, token_ids, penalty)
+
+    def _mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                     value: float) -> Any:
+        return host_ops.mask_tokens(self, logits, token_ids, value)
+
+    def _gather_batch(self, x: Any, indices: list[int]) -> Any:
+        return host_ops.gather_batch(self, x, indices)
+
+    def _reorder_cache(self, cache: Any, indices: list[int], start: int, end: int) -> Any:
+        return host_ops.reorder_cache(self, cache, indices, start, end)
+
+    def _concatenate(self, tensors: list[Any], axis: int) -> Any:
+        return host_ops.concatenate(self, tensors, axis)
+
+    def _max_cosine_similarity(self, context: Any, candidates: Any) -> list[float]:
+        return host_ops.max_cosine_similarity(self, context, candidates)

@@ -113,7 +113,7 @@ def gelu_(x: np.ndarray, pool: BufferPool, bias: np.ndarray | None = None) -> np
 
 
 class CPUBackend(Backend):
-    """NumPy on the CPU (float32). Under Pyodide the same class is the `wasm` backend.
+    """NumPy on the CPU (float32), natively or in a Pyodide that has NumPy.
 
     Example:
         >>> from webgpt2.backends.cpu import CPUBackend
@@ -122,8 +122,9 @@ class CPUBackend(Backend):
         [1]
     """
 
+    name = "cpu"
+
     def __init__(self, num_threads: int | None = None) -> None:
-        self.name = "wasm" if sys.platform == "emscripten" else "cpu"
         # A long prompt's rows (and attention heads) are spread over num_threads cores
         # (default: as many as BLAS uses; see parallel.py). Decode steps are left to BLAS.
         self._parallel = RowParallel(num_threads)
@@ -133,14 +134,10 @@ class CPUBackend(Backend):
         # Tall weight matrices are copied column-major at upload (see upload). Not under
         # Pyodide: its checkpoint is read into memory, whose pages cannot be given back, and
         # its NumPy has no BLAS whose streaming this was measured on.
-        self._column_major_tall = self.name != "wasm"
+        self._column_major_tall = sys.platform != "emscripten"
 
     # ---- host <-> backend -------------------------------------------------------------
-    def upload(self, host: HostTensor, layout: str = "plain", dtype: str | None = None) -> Any:
-        if layout not in ("plain", "linear", "embedding"):
-            raise ValueError(f"layout {layout!r}; expected 'plain', 'linear' or 'embedding'")
-        if dtype not in (None, "float32"):
-            raise ValueError(f"the {self.name} backend stores weights as float32, not {dtype!r}")
+    def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> Any:
         # float32 data is used where it lies (zero-copy): a memory-mapped checkpoint is then
         # held in memory once, as the page cache, and loading costs no copy. The weights are
         # never written to.
@@ -158,9 +155,7 @@ class CPUBackend(Backend):
             return stored
         return array
 
-    def tensor(self, values: Any, dtype: str) -> Any:
-        if dtype not in _NP_DTYPES:
-            raise ValueError(f"dtype {dtype!r}; expected one of {sorted(_NP_DTYPES)}")
+    def _tensor(self, values: Any, dtype: str) -> Any:
         if dtype == "float16":
             dtype = "float32"
         return np.array(values, dtype=_NP_DTYPES[dtype])
@@ -171,8 +166,11 @@ class CPUBackend(Backend):
     def shape(self, x: Any) -> tuple[int, ...]:
         return tuple(np.shape(x))
 
-    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
-        return self._pool.zeros(tuple(int(n) for n in shape), _NP_DTYPES[dtype])
+    def _zeros(self, shape: tuple[int, ...], dtype: str) -> Any:
+        return self._pool.zeros(shape, _NP_DTYPES["float32" if dtype == "float16" else dtype])
+
+    def _int_values(self, x: Any) -> list[int]:
+        return np.asarray(x).ravel().tolist()
 
     def release(self, x: Any) -> None:
         # Kept for reuse only if the caller's variable is the last reference to it.
@@ -194,19 +192,13 @@ class CPUBackend(Backend):
         return held
 
     # ---- model operations -------------------------------------------------------------
-    def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
-                  start_position: int) -> Any:
+    def _embedding(self, token_ids: Any, token_table: Any, position_table: Any,
+                   start_position: int) -> Any:
         ids = np.asarray(token_ids)
-        vocabulary_size = token_table.shape[0]
-        if ids.size and (ids.min() < 0 or ids.max() >= vocabulary_size):
-            bad = int(ids[(ids < 0) | (ids >= vocabulary_size)][0])
-            raise ValueError(
-                f"token id {bad} is outside the vocabulary; expected 0 <= id < {vocabulary_size}"
-            )
         seq_len = ids.shape[1]
         hidden = self._pool.empty((*ids.shape, token_table.shape[1]))
         if token_table.flags.c_contiguous:
-            np.take(token_table, ids, axis=0, out=hidden, mode="clip")  # ids checked above
+            np.take(token_table, ids, axis=0, out=hidden, mode="clip")  # ids were checked
         else:
             # A column-major table (see upload): np.take would first copy all of it; a
             # strided gather reads just the rows.
@@ -214,7 +206,7 @@ class CPUBackend(Backend):
         hidden += position_table[start_position:start_position + seq_len]
         return hidden
 
-    def layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
+    def _layer_norm(self, x: Any, gamma: Any, beta: Any, epsilon: float) -> Any:
         rows = x.reshape(-1, x.shape[-1])
         out = self._pool.empty(x.shape)
         out_rows = out.reshape(rows.shape)
@@ -229,10 +221,8 @@ class CPUBackend(Backend):
             for a, b in self._parallel.split(rows.shape[0])])
         return out
 
-    def linear(self, x: Any, weight: Any, bias: Any | None = None,
-               activation: str | None = None, residual: Any | None = None) -> Any:
-        if activation not in (None, "gelu"):
-            raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
+    def _linear(self, x: Any, weight: Any, bias: Any | None, activation: str | None,
+                residual: Any | None) -> Any:
         rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < 2 * MIN_ROWS_PER_PART or self._parallel.parts == 1:
             # A decode step: one BLAS call (BLAS threads it), then the rest in place.
@@ -250,9 +240,9 @@ class CPUBackend(Backend):
              y_rows[a:b], self._pool) for a, b in self._parallel.split(rows.shape[0])])
         return y
 
-    def cached_attention(self, qkv: Any, cache: Any, layer_index: int,
-                         cache_update_index: int, num_heads: int,
-                         last_position_only: bool = False) -> Any:
+    def _cached_attention(self, qkv: Any, cache: Any, layer_index: int,
+                          cache_update_index: int, num_heads: int,
+                          last_position_only: bool) -> Any:
         batch, seq_len, three_hidden = qkv.shape
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
@@ -287,10 +277,10 @@ class CPUBackend(Backend):
             for a, b in heads])
         return out
 
-    def select_position(self, x: Any, index: int) -> Any:
+    def _select_position(self, x: Any, index: int) -> Any:
         return x[:, index:index + 1, :]
 
-    def reverse_embedding(self, x: Any, token_table: Any) -> Any:
+    def _reverse_embedding(self, x: Any, token_table: Any) -> Any:
         logits = self._matmul_rows(x, token_table.T)
         self._parallel.blas_threaded()
         return logits
@@ -313,14 +303,12 @@ class CPUBackend(Backend):
         logits = np.asarray(logits, dtype=np.float32)
         return logits.reshape(logits.shape[0], logits.shape[-1])
 
-    def argmax(self, logits: Any) -> list[int]:
+    def _argmax(self, logits: Any) -> list[int]:
         return [int(i) for i in np.argmax(self._rows(logits), axis=-1)]
 
-    def sample(self, logits: Any, uniforms: Sequence[float], temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0) -> list[int]:
+    def _sample(self, logits: Any, uniforms: list[float], temperature: float, top_k: int,
+                top_p: float) -> list[int]:
         rows = self._rows(logits)
-        if len(uniforms) != rows.shape[0]:
-            raise ValueError(f"{len(uniforms)} uniform numbers for {rows.shape[0]} rows")
         out = []
         for row, u in zip(rows, uniforms):
             scores = row / np.float32(temperature)
@@ -332,7 +320,7 @@ class CPUBackend(Backend):
             out.append(min(index, int(np.flatnonzero(keep)[-1])))
         return out
 
-    def token_log_probs(self, logits: Any, target_ids: Any) -> list[list[float]]:
+    def _token_log_probs(self, logits: Any, target_ids: Any) -> list[list[float]]:
         logits = np.asarray(logits, dtype=np.float32)
         targets = np.asarray(target_ids, dtype=np.int64)
         peak = logits.max(axis=-1, keepdims=True)
@@ -341,17 +329,15 @@ class CPUBackend(Backend):
         return (picked - log_norm)[..., 0].tolist()
 
     # ---- generation operations --------------------------------------------------------
-    def log_softmax(self, logits: Any) -> Any:
+    def _log_softmax(self, logits: Any) -> Any:
         logits = np.asarray(logits, dtype=np.float32)
         peak = logits.max(axis=-1, keepdims=True)
         shifted = logits - peak
         return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
-    def top_k(self, x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
+    def _top_k(self, x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
         rows = self._rows(x)
         width = rows.shape[-1]
-        if not isinstance(k, int) or not 1 <= k <= width:
-            raise ValueError(f"k is {k!r}; expected an integer in [1, {width}]")
         values, indices = [], []
         for row in rows:
             # The k-th largest value, then everything above it and the first of its ties in
@@ -365,9 +351,9 @@ class CPUBackend(Backend):
             indices.append(order.tolist())
         return values, indices
 
-    def apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
-                                 penalty: float) -> Any:
-        out, rows = _copy_with_rows(logits, token_ids)
+    def _apply_repetition_penalty(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                                  penalty: float) -> Any:
+        out, rows = _copy_with_rows(logits)
         for row, ids in zip(rows, token_ids):
             ids = np.unique(np.asarray(ids, dtype=np.int64))
             ids = ids[(ids >= 0) & (ids < row.shape[0])]
@@ -376,51 +362,31 @@ class CPUBackend(Backend):
                                 picked / np.float32(penalty))
         return out
 
-    def mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
-                    value: float = float("-inf")) -> Any:
-        out, rows = _copy_with_rows(logits, token_ids)
+    def _mask_tokens(self, logits: Any, token_ids: Sequence[Sequence[int]],
+                     value: float) -> Any:
+        out, rows = _copy_with_rows(logits)
         for row, ids in zip(rows, token_ids):
             if len(ids):
                 ids = np.asarray(ids, dtype=np.int64)
                 row[ids[(ids >= 0) & (ids < row.shape[0])]] = np.float32(value)
         return out
 
-    @staticmethod
-    def _indices(indices: Sequence[int], batch: int) -> np.ndarray:
-        index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        bad = index[(index < 0) | (index >= batch)]
-        if bad.size:
-            raise ValueError(f"row index {int(bad[0])} is outside a batch of {batch}; "
-                             f"expected 0 <= index < {batch}")
-        return index
+    def _gather_batch(self, x: Any, indices: list[int]) -> Any:
+        return np.asarray(x)[np.asarray(indices, dtype=np.int64)]
 
-    def gather_batch(self, x: Any, indices: Sequence[int]) -> Any:
-        x = np.asarray(x)
-        return x[self._indices(indices, x.shape[0])]
-
-    def reorder_cache(self, cache: Any, indices: Sequence[int], start: int, end: int) -> Any:
-        index = self._indices(indices, cache.shape[0])
-        if index.shape[0] != cache.shape[0]:
-            raise ValueError(f"{index.shape[0]} indices for a cache of batch "
-                             f"{cache.shape[0]}; expected one per row")
-        if end > start:
-            # Fancy indexing on the right copies first, so rows can swap safely.
-            cache[:, :, :, start:end] = cache[index, :, :, start:end]
+    def _reorder_cache(self, cache: Any, indices: list[int], start: int, end: int) -> Any:
+        # Fancy indexing on the right copies first, so rows can swap safely.
+        cache[:, :, :, start:end] = cache[np.asarray(indices, dtype=np.int64), :, :, start:end]
         return cache
 
-    def concatenate(self, tensors: Sequence[Any], axis: int) -> Any:
-        if not tensors:
-            raise ValueError("concatenate needs at least one tensor")
+    def _concatenate(self, tensors: list[Any], axis: int) -> Any:
         return np.concatenate([np.asarray(t) for t in tensors], axis=axis)
 
-    def max_cosine_similarity(self, context: Any, candidates: Any) -> list[float]:
+    def _max_cosine_similarity(self, context: Any, candidates: Any) -> list[float]:
         context = np.asarray(context, dtype=np.float32)
         candidates = np.asarray(candidates, dtype=np.float32)
         candidates = candidates.reshape(candidates.shape[0], candidates.shape[-1])
         batch = context.shape[0]
-        if not batch or candidates.shape[0] % batch:
-            raise ValueError(f"{candidates.shape[0]} candidates for a context of batch "
-                             f"{batch}; expected a multiple of it")
         per_row = candidates.shape[0] // batch
         unit_context = context / np.linalg.norm(context, axis=-1, keepdims=True)
         unit_candidates = candidates / np.linalg.norm(candidates, axis=-1, keepdims=True)
@@ -443,16 +409,10 @@ class CPUBackend(Backend):
         return info
 
 
-def _copy_with_rows(logits: Any, token_ids: Sequence[Sequence[int]]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """A float32 copy of logits [B, V] or [B, 1, V] and its [B, V] view, checking that
-    there is one list of token ids per row."""
+def _copy_with_rows(logits: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 copy of logits [B, V] or [B, 1, V] and its [B, V] view."""
     out = np.array(logits, dtype=np.float32)
-    rows = out.reshape(out.shape[0], out.shape[-1])
-    if len(token_ids) != rows.shape[0]:
-        raise ValueError(f"{len(token_ids)} lists of token ids for {rows.shape[0]} rows "
-                         "of logits; expected one per row")
-    return out, rows
+    return out, out.reshape(out.shape[0], out.shape[-1])
 
 
 def _linear_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None,

@@ -146,6 +146,7 @@ class WebGPUBackend(Backend):
     """
 
     name = "webgpu"
+    storage_dtypes = ("float32", "float16")
 
     def __init__(self, driver: Driver | None = None, dtype: str = "float32",
                  max_binding_size: int | None = None) -> None:
@@ -405,9 +406,7 @@ class WebGPUBackend(Backend):
         self.counters["bytes_written"] += len(data)
 
     # ---- host <-> backend -----------------------------------------------------------------
-    def tensor(self, values: Any, dtype: str) -> WebGPUTensor:
-        if dtype not in ("float32", "float16", "int32"):
-            raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
+    def _tensor(self, values: Any, dtype: str) -> WebGPUTensor:
         flat, shape = _flatten(values)
         if dtype == "int32":
             data = array("i", [int(v) for v in flat])
@@ -468,12 +467,10 @@ class WebGPUBackend(Backend):
     def shape(self, x: WebGPUTensor) -> tuple[int, ...]:
         return x.shape
 
-    def zeros(self, shape: Sequence[int], dtype: str = "float32") -> WebGPUTensor:
+    def _zeros(self, shape: tuple[int, ...], dtype: str) -> WebGPUTensor:
         """Zeros. A float 6-D tensor is taken for a KV cache [B, L, 2, T, nh, hd] and stored
         head-major ([B, L, 2, nh, T, hd] in memory), so that each head's keys and values are
         contiguous for attention; `to_list` still returns the [B, L, 2, T, nh, hd] order."""
-        if dtype not in ("float32", "float16", "int32"):
-            raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
         tensor = self._new(shape, "int32" if dtype == "int32" else "float32", zeroed=True,
                            label="zeros")
         if len(tensor.shape) == 6 and dtype != "int32":
@@ -484,17 +481,10 @@ class WebGPUBackend(Backend):
         if x._finalizer is not None:
             x._finalizer()
 
-    def upload(self, host: HostTensor, layout: str = "plain",
-               dtype: str | None = None) -> WebGPUTensor:
-        if layout not in ("plain", "linear", "embedding"):
-            raise ValueError(f"layout {layout!r}; expected 'plain', 'linear' or 'embedding'")
+    def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> WebGPUTensor:
         storage = dtype or self.dtype
-        if storage not in ("float32", "float16"):
-            raise ValueError(f"storage dtype {storage!r}; expected 'float32' or 'float16'")
-        if host.dtype == "int32" or layout == "plain":
+        if layout == "plain":
             return self._upload_plain(host)
-        if len(host.shape) != 2:
-            raise ValueError(f"a {layout} weight must be 2-D; got shape {host.shape}")
         if layout == "linear":
             return self._upload_linear(host, storage)
         return self._upload_embedding(host, storage)
@@ -598,7 +588,7 @@ class WebGPUBackend(Backend):
         self.driver.destroy_buffer(staging)
 
     # ---- model operations -------------------------------------------------------------------
-    def _host_ints(self, x: WebGPUTensor) -> list[int]:
+    def _int_values(self, x: WebGPUTensor) -> list[int]:
         return x.host if x.host is not None else array("i", self._read(
             x.buffer, 0, x.size * 4)).tolist()
 
@@ -608,21 +598,11 @@ class WebGPUBackend(Backend):
                              f"got layout {table.layout!r}")
         return table.chunks
 
-    def embedding(self, token_ids: WebGPUTensor, token_table: WebGPUTensor,
-                  position_table: WebGPUTensor, start_position: int) -> WebGPUTensor:
+    def _embedding(self, token_ids: WebGPUTensor, token_table: WebGPUTensor,
+                   position_table: WebGPUTensor, start_position: int) -> WebGPUTensor:
         batch, seq_len = token_ids.shape
-        vocabulary, hidden = token_table.shape
-        ids = self._host_ints(token_ids)
-        for i in ids:
-            if not 0 <= i < vocabulary:
-                raise ValueError(
-                    f"token id {i} is outside the vocabulary; expected 0 <= id < {vocabulary}")
-        positions = position_table.shape[0]
-        if start_position < 0 or start_position + seq_len > positions:
-            raise ValueError(
-                f"positions {start_position}..{start_position + seq_len - 1} are outside the "
-                f"position table of {positions} rows"
-            )
+        hidden = token_table.shape[1]
+        ids = self._int_values(token_ids)
         out = self._new((batch, seq_len, hidden))
         rows = batch * seq_len
         f16 = int(token_table.dtype == "float16")
@@ -644,7 +624,7 @@ class WebGPUBackend(Backend):
                 )
         return out
 
-    def layer_norm(self, x: WebGPUTensor, gamma: WebGPUTensor, beta: WebGPUTensor,
+    def _layer_norm(self, x: WebGPUTensor, gamma: WebGPUTensor, beta: WebGPUTensor,
                    epsilon: float) -> WebGPUTensor:
         hidden = x.shape[-1]
         rows = x.size // hidden if hidden else 0
@@ -704,50 +684,32 @@ class WebGPUBackend(Backend):
                              r_shift, flags, int(w_f16), n_blocks),
             )
 
-    def linear(self, x: WebGPUTensor, weight: WebGPUTensor, bias: WebGPUTensor | None = None,
-               activation: str | None = None,
-               residual: WebGPUTensor | None = None) -> WebGPUTensor:
-        if activation not in (None, "gelu"):
-            raise ValueError(f"activation {activation!r}; expected None or 'gelu'")
+    def _linear(self, x: WebGPUTensor, weight: WebGPUTensor, bias: WebGPUTensor | None,
+                activation: str | None, residual: WebGPUTensor | None) -> WebGPUTensor:
         if weight.layout != "linear":
             raise ValueError(f"linear weights must be uploaded with layout='linear'; got "
                              f"layout {weight.layout!r}")
         k, n = weight.shape
-        if x.shape[-1] != k:
-            raise ValueError(f"x has {x.shape[-1]} features; the weight {weight.shape} "
-                             f"expects {k}")
-        out_shape = x.shape[:-1] + (n,)
-        if residual is not None and residual.shape != out_shape:
-            raise ValueError(f"residual shape {residual.shape}; expected {out_shape}")
-        out = self._new(out_shape)
+        out = self._new(x.shape[:-1] + (n,))
         self._matmul(x, x.size // k, k, Binding(2, weight.buffer, 0, weight.buffer_size),
                      weight.row_words, n, weight.dtype == "float16", out, n, 0, bias,
                      activation == "gelu", residual)
         return out
 
-    def cached_attention(self, qkv: WebGPUTensor, cache: WebGPUTensor, layer_index: int,
-                         cache_update_index: int, num_heads: int,
-                         last_position_only: bool = False) -> WebGPUTensor:
+    def _cached_attention(self, qkv: WebGPUTensor, cache: WebGPUTensor, layer_index: int,
+                          cache_update_index: int, num_heads: int,
+                          last_position_only: bool) -> WebGPUTensor:
         if last_position_only:
             # Every query is computed (one dispatch for all of them), then the last selected.
-            full = self.cached_attention(qkv, cache, layer_index, cache_update_index, num_heads)
-            last = self.select_position(full, full.shape[1] - 1)
+            full = self._cached_attention(qkv, cache, layer_index, cache_update_index,
+                                          num_heads, False)
+            last = self._select_position(full, full.shape[1] - 1)
             self.release(full)
             return last
         batch, seq_len, three_hidden = qkv.shape
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
-        cache_batch, layers, _, max_length, cache_heads, cache_head_dim = cache.shape
-        if (cache_batch, cache_heads, cache_head_dim) != (batch, num_heads, head_dim):
-            raise ValueError(f"cache shape {cache.shape} does not match qkv {qkv.shape} "
-                             f"with {num_heads} heads")
-        if not 0 <= layer_index < layers:
-            raise ValueError(f"layer_index {layer_index}; the cache has {layers} layers")
-        if cache_update_index < 0 or cache_update_index + seq_len > max_length:
-            raise ValueError(
-                f"cache positions {cache_update_index}..{cache_update_index + seq_len - 1} "
-                f"are outside the cache's max length of {max_length}"
-            )
+        layers, max_length = cache.shape[1], cache.shape[3]
         if head_dim > _MAX_HEAD_DIM:
             raise ValueError(f"head size {head_dim}; the attention kernel supports up to "
                              f"{_MAX_HEAD_DIM}")
@@ -786,10 +748,8 @@ class WebGPUBackend(Backend):
                              (b1 - b0) * seq_len * num_heads, params)
         return out
 
-    def select_position(self, x: WebGPUTensor, index: int) -> WebGPUTensor:
+    def _select_position(self, x: WebGPUTensor, index: int) -> WebGPUTensor:
         batch, seq_len, hidden = x.shape
-        if not 0 <= index < seq_len:
-            raise ValueError(f"position {index} is outside the sequence of {seq_len}")
         out = self._new((batch, 1, hidden))
         for b0, b1 in self._batch_chunks(batch, x, seq_len * hidden, hidden):
             # The window starts at the first selected row, so the kernel's index is 0.
@@ -801,11 +761,8 @@ class WebGPUBackend(Backend):
                          self._params(b1 - b0, seq_len, hidden, 0, x_shift, out_shift))
         return out
 
-    def reverse_embedding(self, x: WebGPUTensor, token_table: WebGPUTensor) -> WebGPUTensor:
+    def _reverse_embedding(self, x: WebGPUTensor, token_table: WebGPUTensor) -> WebGPUTensor:
         vocabulary, hidden = token_table.shape
-        if x.shape[-1] != hidden:
-            raise ValueError(f"x has {x.shape[-1]} features; the token table {token_table.shape} "
-                             f"expects {hidden}")
         out = self._new(x.shape[:-1] + (vocabulary,))
         rows = x.size // hidden
         f16 = token_table.dtype == "float16"
@@ -815,11 +772,9 @@ class WebGPUBackend(Backend):
         return out
 
     # ---- sampling primitives -------------------------------------------------------------
-    def _logit_rows(self, logits: WebGPUTensor) -> tuple[int, int]:
-        rows, vocabulary = logits.shape[0], logits.shape[-1]
-        if rows * vocabulary != logits.size:
-            raise ValueError(f"logits of shape {logits.shape}; expected [B, V] or [B, 1, V]")
-        return rows, vocabulary
+    @staticmethod
+    def _logit_rows(logits: WebGPUTensor) -> tuple[int, int]:
+        return logits.shape[0], logits.shape[-1]
 
     def _sampling(self, entry: str, logits: WebGPUTensor, rows: int, vocabulary: int,
                   out: WebGPUTensor, extra: dict[int, WebGPUTensor], scratch: Any = None,
@@ -840,37 +795,26 @@ class WebGPUBackend(Backend):
                          self._params(r1 - r0, vocabulary, x_shift, r0, s_shift, top_k,
                                       float(temperature), float(top_p)))
 
-    def argmax(self, logits: WebGPUTensor) -> list[int]:
+    def _argmax(self, logits: WebGPUTensor) -> list[int]:
         rows, vocabulary = self._logit_rows(logits)
         out = self._new((rows,), "int32")
         self._sampling("argmax", logits, rows, vocabulary, out, {})
         return array("i", self._read(out.buffer, 0, rows * 4)).tolist()
 
-    def sample(self, logits: WebGPUTensor, uniforms: Sequence[float], temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0) -> list[int]:
+    def _sample(self, logits: WebGPUTensor, uniforms: list[float], temperature: float,
+                top_k: int, top_p: float) -> list[int]:
         rows, vocabulary = self._logit_rows(logits)
-        if len(uniforms) != rows:
-            raise ValueError(f"{len(uniforms)} uniform numbers for {rows} rows")
-        if not temperature > 0:
-            raise ValueError(f"temperature {temperature}; expected a positive number")
-        if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p {top_p}; expected 0 < top_p <= 1")
-        draws = self.tensor([float(u) for u in uniforms], "float32")
+        draws = self._tensor(uniforms, "float32")
         out = self._new((rows,), "int32")
         scratch = self._new((rows, vocabulary))
-        top_k = int(top_k) if top_k and 0 < top_k < vocabulary else 0
+        top_k = top_k if top_k < vocabulary else 0
         self._sampling("sample", logits, rows, vocabulary, out, {5: draws}, scratch,
                        top_k=top_k, temperature=temperature, top_p=top_p)
         return array("i", self._read(out.buffer, 0, rows * 4)).tolist()
 
-    def token_log_probs(self, logits: WebGPUTensor, target_ids: WebGPUTensor) -> list[list[float]]:
+    def _token_log_probs(self, logits: WebGPUTensor,
+                         target_ids: WebGPUTensor) -> list[list[float]]:
         batch, seq_len, vocabulary = logits.shape
-        if target_ids.shape != (batch, seq_len):
-            raise ValueError(f"target_ids shape {target_ids.shape}; expected {(batch, seq_len)}")
-        for i in self._host_ints(target_ids):
-            if not 0 <= i < vocabulary:
-                raise ValueError(
-                    f"target id {i} is outside the vocabulary; expected 0 <= id < {vocabulary}")
         rows = batch * seq_len
         out = self._new((rows,))
         self._sampling("log_probs", logits, rows, vocabulary, out, {3: target_ids})

@@ -1,0 +1,91 @@
+"""Argument checks shared by every backend: the `Backend` interface runs them before it calls
+a backend's `_operation`, so every backend answers the same bad call with the same error.
+
+Wrong types (a float or a bool where a count is expected) are `TypeError`; values out of
+range are `ValueError`. Messages name the argument, the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+
+def integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """value as an int, checked to be an integer (not a bool) with low <= value <= high."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} is {value!r}; expected an integer")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            expected = f"an integer in [{low}, {high}]"
+        else:
+            expected = f"an integer >= {low}" if high is None else f"an integer <= {high}"
+        raise ValueError(f"{name} is {value}; expected {expected}")
+    return value
+
+
+def real(name: str, value: Any) -> float:
+    """value as a float, checked to be a finite real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} is {value!r}; expected a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} is {value}; expected a finite number")
+    return value
+
+
+def positive(name: str, value: Any) -> float:
+    value = real(name, value)
+    if not value > 0:
+        raise ValueError(f"{name} is {value}; expected a positive number")
+    return value
+
+
+def rank(name: str, shape: tuple[int, ...], expected: int, names: str) -> None:
+    if len(shape) != expected:
+        raise ValueError(f"{name} has shape {shape}; expected {names}")
+
+
+def logit_rows(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, width) of logits shaped [B, V] or [B, 1, V]."""
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[1] != 1):
+        raise ValueError(f"{name} has shape {shape}; expected [B, V] or [B, 1, V]")
+    return shape[0], shape[-1]
+
+
+def ids_in_range(name: str, values: Sequence[Any], size: int) -> None:
+    """Every id an integer in [0, size)."""
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Integral):
+            raise TypeError(f"{name} {v!r} is not an integer")
+        if not 0 <= v < size:
+            raise ValueError(f"{name} {int(v)} is outside the vocabulary; expected "
+                             f"0 <= id < {size}")
+
+
+def row_indices(indices: Sequence[Any], batch: int) -> list[int]:
+    """Batch row indices, each an integer in [0, batch)."""
+    out = []
+    for i in indices:
+        if isinstance(i, bool) or not isinstance(i, Integral):
+            raise TypeError(f"row index {i!r} is not an integer")
+        if not 0 <= i < batch:
+            raise ValueError(f"row index {int(i)} is outside a batch of {batch}; expected "
+                             f"0 <= index < {batch}")
+        out.append(int(i))
+    return out
+
+
+def token_lists(token_ids: Sequence[Sequence[Any]], rows: int) -> None:
+    """One list of integer token ids per row of logits (ids outside the vocabulary are
+    allowed: the operations ignore them)."""
+    if len(token_ids) != rows:
+        raise ValueError(f"{len(token_ids)} lists of token ids for {rows} rows of logits; "
+                         "expected one per row")
+    for ids in token_ids:
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, Integral):
+                raise TypeError(f"token id {t!r} is not an integer")

@@ -1,0 +1,57 @@
+"""Host-side tensor data and the backends' shared names: what crosses from the loader to a
+backend, with no numpy needed (the core runs in a Pyodide that has none)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16", "int32")
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int32": 4}
+
+
+class BackendError(RuntimeError):
+    """A backend could not be created or an operation failed on the device."""
+
+
+@dataclass(frozen=True)
+class HostTensor:
+    """Host-side tensor data: little-endian bytes, a dtype name and a shape.
+
+    This is how weights cross from the loader to a backend. It needs no numpy, so the
+    core runs in a Pyodide that has none.
+
+    Example:
+        >>> t = HostTensor.from_floats([1.0, 2.0, 3.0, 4.0], (2, 2))
+        >>> t.shape, t.dtype, t.nbytes
+        ((2, 2), 'float32', 16)
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: Any  # bytes, bytearray or memoryview
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not supported; expected one of {DTYPES}")
+        expected = self.size * ITEMSIZE[self.dtype]
+        if len(memoryview(self.data).cast("B")) != expected:
+            raise ValueError(
+                f"tensor of shape {self.shape} and dtype {self.dtype} needs {expected} bytes; "
+                f"got {len(memoryview(self.data).cast('B'))}"
+            )
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * ITEMSIZE[self.dtype]
+
+    @classmethod
+    def from_floats(cls, values: Sequence[float], shape: tuple[int, ...]) -> HostTensor:
+        return cls("float32", tuple(shape), struct.pack(f"<{len(values)}f", *values))
