@@ -29,5 +29,5 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
     export XDG_RUNTIME_DIR; XDG_RUNTIME_DIR="$(mktemp -d)"; chmod 700 "$XDG_RUNTIME_DIR"
 fi
 
-ruff check webgpt2 tests benchmarks tools
+ruff check webgpt2 tests benchmarks tools web/session.py
 python3 -m pytest -q -ra "$@"
