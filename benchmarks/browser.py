@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import (  # noqa: E402  (tests/ holds the shared browser helpers)
+from browser_util import (  # noqa: E402  (plain modules in tests/, shared with the tests)
     BOOT_TIMEOUT_MS,
     chromium,
     missing_requirements,
@@ -31,7 +31,7 @@ from browser_util import (  # noqa: E402  (tests/ holds the shared browser helpe
     record_generation,
 )
 from common import checkpoint  # noqa: E402
-from conftest import CHECKPOINTS  # noqa: E402
+from reference_checkpoints import CHECKPOINTS  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog. It was a"
 

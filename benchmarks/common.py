@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# tests/ holds the reference checkpoints' writer (reference_checkpoints.py) and the browser
+# helpers (browser_util.py), plain modules the benchmarks share with the tests.
 sys.path.insert(0, str(ROOT / "tests"))
 
 GPT2_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
@@ -19,7 +21,7 @@ GPT2_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
 def checkpoint(name: str = "gpt2-124m", config: dict | None = None, seed: int = 0) -> Path:
     """A transformers-written GPT-2 checkpoint (the real config's names and shapes), cached
     under .cache/bench/. The weights are random: speed does not depend on their values."""
-    from conftest import write_hf_checkpoint
+    from reference_checkpoints import write_hf_checkpoint
 
     directory = ROOT / ".cache" / "bench" / name
     if not all((directory / f).exists() for f in ("model.safetensors", "vocab.json")):
