@@ -31,24 +31,42 @@ from decode import (
     webgpt2_runner,
 )
 
-import webgpt2.backends.cpu.backend as cpu
+from webgpt2.backends.cpu.buffers import BufferPool
+from webgpt2.backends.cpu.kernels import QUERY_BLOCK, Kernels
 
 
-def _causal_attention_products_only(queries, keys, values, out, cache_update_index, pool):
-    """_causal_attention's two products per query block, without the mask and softmax."""
-    seq_len = queries.shape[-2]
-    for q0 in range(0, seq_len, cpu._QUERY_BLOCK):
-        q1 = min(seq_len, q0 + cpu._QUERY_BLOCK)
-        visible = cache_update_index + q1
-        scores = pool.empty((*queries.shape[:-2], q1 - q0, visible))
-        np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2), out=scores)
-        np.matmul(scores, values[..., :visible, :], out=out[..., q0:q1, :])
-        pool.give(scores)
+class Skipped(Kernels):
+    """The cpu backend's kernels with layer norm, GELU and the softmax's passes not run."""
 
+    @staticmethod
+    def gelu_(x: np.ndarray, pool: BufferPool, bias: np.ndarray | None = None) -> np.ndarray:
+        return x
 
-def _last_query_products_only(query, keys, values):
-    """_last_query_attention's two products, without the softmax."""
-    return np.matmul(np.matmul(query, keys.swapaxes(-1, -2)), values)
+    @staticmethod
+    def layer_norm_rows(x, gamma, beta, epsilon, out) -> None:
+        pass
+
+    @staticmethod
+    def layer_norm_row(x, gamma, beta, epsilon, out) -> None:
+        pass
+
+    @staticmethod
+    def causal_attention(queries, keys, values, out, cache_update_index, pool) -> None:
+        """causal_attention's two products per query block, without the mask and softmax."""
+        seq_len = queries.shape[-2]
+        for q0 in range(0, seq_len, QUERY_BLOCK):
+            q1 = min(seq_len, q0 + QUERY_BLOCK)
+            visible = cache_update_index + q1
+            scores = pool.empty((*queries.shape[:-2], q1 - q0, visible))
+            np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2),
+                      out=scores)
+            np.matmul(scores, values[..., :visible, :], out=out[..., q0:q1, :])
+            pool.give(scores)
+
+    @staticmethod
+    def last_query_attention(query, keys, values):
+        """last_query_attention's two products, without the softmax."""
+        return np.matmul(np.matmul(query, keys.swapaxes(-1, -2)), values)
 
 
 def main() -> None:
@@ -60,16 +78,10 @@ def main() -> None:
     lm, ours = webgpt2_runner(folder)
     theirs = transformers_runner(folder)
     backend = lm.backend
-    skipped = {"gelu_": lambda x, pool, bias=None: x,
-               "_layer_norm_rows": lambda x, gamma, beta, epsilon, out: None,
-               "_layer_norm_row": lambda x, gamma, beta, epsilon, out: None,
-               "_causal_attention": _causal_attention_products_only,
-               "_last_query_attention": _last_query_products_only}
-    real = {name: getattr(cpu, name) for name in skipped}
+    kernels = {"real": Kernels(), "skipped": Skipped()}
 
     def use(kind: str) -> None:
-        for name, fn in (real if kind == "real" else skipped).items():
-            setattr(cpu, name, fn)
+        backend.kernels = kernels[kind]
 
     long_prompt = long_prompt_ids(512)
     products = prefill_matmuls(lm, len(long_prompt))

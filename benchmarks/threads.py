@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from webgpt2.backends.cpu.backend import (  # noqa: E402
-    _attention_part,
-    _layer_norm_rows,
-    _linear_rows,
-)
 from webgpt2.backends.cpu.buffers import BufferPool  # noqa: E402
+from webgpt2.backends.cpu.kernels import (  # noqa: E402
+    attention_part,
+    layer_norm_rows,
+    linear_rows,
+)
 from webgpt2.backends.cpu.parallel import RowParallel  # noqa: E402
 
 SEQ, HEADS, HEAD_DIM = 512, 12, 64
@@ -68,19 +68,19 @@ class Work:
         values = self.cache[:, 0, 1].transpose(0, 2, 1, 3)
         queries = self.qkv[..., :HIDDEN].reshape(1, SEQ, HEADS, HEAD_DIM).transpose(0, 2, 1, 3)
         heads_out = self.out.reshape(1, SEQ, HEADS, HEAD_DIM).transpose(0, 2, 1, 3)
-        _attention_part(new_kv[..., a:b, :], cache_kv[..., a:b, :], queries[:, a:b],
+        attention_part(new_kv[..., a:b, :], cache_kv[..., a:b, :], queries[:, a:b],
                         np.float32(HEAD_DIM ** -0.5), keys[:, a:b], values[:, a:b],
                         heads_out[:, a:b], 0, self.pool)
 
     def layer_norm(self, half: int) -> None:
         """Half the rows of a layer norm."""
         rows = slice(half * SEQ // 2, (half + 1) * SEQ // 2)
-        _layer_norm_rows(self.x[rows], self.gamma, self.beta, 1e-5, self.normed[rows])
+        layer_norm_rows(self.x[rows], self.gamma, self.beta, 1e-5, self.normed[rows])
 
     def mlp_up(self, half: int) -> None:
         """Half the rows of the MLP's first linear layer with its bias and GELU."""
         rows = slice(half * SEQ // 2, (half + 1) * SEQ // 2)
-        _linear_rows(self.x[rows], self.w_fc, self.b_fc, "gelu", None, self.inner[rows],
+        linear_rows(self.x[rows], self.w_fc, self.b_fc, "gelu", None, self.inner[rows],
                      self.pool)
 
 

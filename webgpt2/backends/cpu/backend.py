@@ -3,9 +3,9 @@
 This is also the reference every other backend is checked against, so it favours plain,
 obviously-correct NumPy; where speed matters (decode is bound by streaming the weights) it
 avoids temporaries: weights are stored contiguous in the layout BLAS reads fastest, and
-bias, GELU and residual are applied in place on the matmul's output. Two helpers serve long
-prompts: buffers.py reuses released intermediates (fresh memory costs a page fault per
-4 KiB), and parallel.py spreads rows and attention heads over the cores.
+bias, GELU and residual are applied in place on the matmul's output (kernels.py). Two
+helpers serve long prompts: buffers.py reuses released intermediates (fresh memory costs a
+page fault per 4 KiB), and parallel.py spreads rows and attention heads over the cores.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from webgpt2.backends.cpu.buffers import (
     BufferPool,
     reference_count,
 )
+from webgpt2.backends.cpu.kernels import (
+    Kernels,
+    attention_part,
+    filter_top_k_top_p,
+    linear_epilogue,
+    linear_rows,
+)
 from webgpt2.backends.cpu.parallel import MIN_ROWS_PER_PART, RowParallel
 
 try:
@@ -36,12 +43,6 @@ _NP_DTYPES = {
     "float16": np.dtype("<f2"),
     "int32": np.dtype("<i4"),
 }
-_SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
-_GELU_CUBIC = np.float32(0.044715 * math.sqrt(2.0 / math.pi))
-_QUERY_BLOCK = 128
-# GELU works through its input in pieces of about this many values, so that its temporary
-# stays in the core's L2 cache.
-_GELU_CHUNK = 1 << 16
 
 
 def host_to_numpy(host: HostTensor) -> np.ndarray:
@@ -85,33 +86,6 @@ def _unmap_pages(data: Any) -> None:
         pass
 
 
-def gelu_(x: np.ndarray, pool: BufferPool, bias: np.ndarray | None = None) -> np.ndarray:
-    """tanh-approximated GELU (GPT-2's gelu_new), in place: 0.5x(1 + tanh(c(x + 0.044715x^3))),
-    of x + bias when a bias is given.
-
-    x is 2-D and C-contiguous; it is processed a few rows at a time with one small temporary
-    (so the bias add and GELU's passes work on data in the core's cache).
-    """
-    rows = max(1, min(x.shape[0], _GELU_CHUNK // max(1, x.shape[1])))
-    scratch = pool.empty((rows, x.shape[1]))
-    for start in range(0, x.shape[0], rows):
-        part = x[start:start + rows]
-        inner = scratch[:part.shape[0]]
-        if bias is not None:
-            part += bias
-        # c(x + 0.044715x^3) = x(c + 0.044715c x^2); 0.5(1 + tanh(u)) = 0.5 + 0.5 tanh(u).
-        np.multiply(part, part, out=inner)
-        inner *= _GELU_CUBIC
-        inner += _SQRT_2_OVER_PI
-        inner *= part
-        np.tanh(inner, out=inner)
-        inner *= np.float32(0.5)
-        inner += np.float32(0.5)
-        part *= inner
-    pool.give(scratch)
-    return x
-
-
 class CPUBackend(Backend):
     """NumPy on the CPU (float32), natively or in a Pyodide that has NumPy.
 
@@ -124,7 +98,9 @@ class CPUBackend(Backend):
 
     name = "cpu"
 
-    def __init__(self, num_threads: int | None = None) -> None:
+    def __init__(self, num_threads: int | None = None, kernels: Kernels | None = None) -> None:
+        # GELU, layer norm and attention (kernels.py); a benchmark may pass others.
+        self.kernels = kernels or Kernels()
         # A long prompt's rows (and attention heads) are spread over num_threads cores
         # (default: as many as BLAS uses; see parallel.py). Decode steps are left to BLAS.
         self._parallel = RowParallel(num_threads)
@@ -211,12 +187,12 @@ class CPUBackend(Backend):
         out = self._pool.empty(x.shape)
         out_rows = out.reshape(rows.shape)
         if rows.shape[0] == 1:  # a decode step of batch 1
-            _layer_norm_row(rows[0], gamma, beta, epsilon, out_rows[0])
+            self.kernels.layer_norm_row(rows[0], gamma, beta, epsilon, out_rows[0])
             return out
         if rows.shape[0] < 2 * MIN_ROWS_PER_PART:  # a few rows: straight through
-            _layer_norm_rows(rows, gamma, beta, epsilon, out_rows)
+            self.kernels.layer_norm_rows(rows, gamma, beta, epsilon, out_rows)
             return out
-        self._parallel.run(_layer_norm_rows, [
+        self._parallel.run(self.kernels.layer_norm_rows, [
             (rows[a:b], gamma, beta, epsilon, out_rows[a:b])
             for a, b in self._parallel.split(rows.shape[0])])
         return out
@@ -227,17 +203,18 @@ class CPUBackend(Backend):
         if rows.shape[0] < 2 * MIN_ROWS_PER_PART or self._parallel.parts == 1:
             # A decode step: one BLAS call (BLAS threads it), then the rest in place.
             y = self._matmul_rows(x, weight)
-            _linear_epilogue(y.reshape(rows.shape[0], -1), bias, activation,
-                             None if residual is None else residual.reshape(rows.shape[0], -1),
-                             self._pool)
+            linear_epilogue(y.reshape(rows.shape[0], -1), bias, activation,
+                            None if residual is None else residual.reshape(rows.shape[0], -1),
+                            self._pool, self.kernels.gelu_)
             self._parallel.blas_threaded()
             return y
         y = self._pool.empty((*x.shape[:-1], weight.shape[1]))
         y_rows = y.reshape(rows.shape[0], weight.shape[1])
         res = None if residual is None else residual.reshape(rows.shape[0], -1)
-        self._parallel.run(_linear_rows, [
+        self._parallel.run(linear_rows, [
             (rows[a:b], weight, bias, activation, None if res is None else res[a:b],
-             y_rows[a:b], self._pool) for a, b in self._parallel.split(rows.shape[0])])
+             y_rows[a:b], self._pool, self.kernels.gelu_)
+            for a, b in self._parallel.split(rows.shape[0])])
         return y
 
     def _cached_attention(self, qkv: Any, cache: Any, layer_index: int,
@@ -261,7 +238,8 @@ class CPUBackend(Backend):
             # a handful of small arrays, kept off the pool.
             cache_kv[...] = new_kv
             query = qkv[:, -1, :hidden].reshape(batch, num_heads, 1, head_dim) * scale
-            return _last_query_attention(query, keys, values).reshape(batch, 1, hidden)
+            return self.kernels.last_query_attention(query, keys, values).reshape(
+                batch, 1, hidden)
         queries = qkv[..., :hidden].reshape(batch, seq_len, num_heads, head_dim).transpose(
             0, 2, 1, 3)
         out = self._pool.empty((batch, seq_len, hidden))
@@ -271,9 +249,10 @@ class CPUBackend(Backend):
         # into the cache (a short prompt's few queries are not worth waking a thread for).
         heads = (self._parallel.split(num_heads, min_per_part=1)
                  if seq_len >= 2 * MIN_ROWS_PER_PART else [(0, num_heads)])
-        self._parallel.run(_attention_part, [
+        self._parallel.run(attention_part, [
             (new_kv[..., a:b, :], cache_kv[..., a:b, :], queries[:, a:b], scale,
-             keys[:, a:b], values[:, a:b], heads_out[:, a:b], cache_update_index, self._pool)
+             keys[:, a:b], values[:, a:b], heads_out[:, a:b], cache_update_index, self._pool,
+             self.kernels.causal_attention)
             for a, b in heads])
         return out
 
@@ -415,151 +394,3 @@ def _copy_with_rows(logits: Any) -> tuple[np.ndarray, np.ndarray]:
     return out, out.reshape(out.shape[0], out.shape[-1])
 
 
-def _linear_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None,
-                     residual: np.ndarray | None, pool: BufferPool) -> None:
-    """Bias, GELU and residual applied in place to a 2-D matmul output."""
-    if activation == "gelu":
-        gelu_(y, pool, bias)
-    elif bias is not None:
-        y += bias
-    if residual is not None:
-        y += residual
-
-
-def _linear_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                 activation: str | None, residual: np.ndarray | None, out: np.ndarray,
-                 pool: BufferPool) -> None:
-    """One part of a row-split linear: out = epilogue(x @ weight) for 2-D x and out."""
-    np.matmul(x, weight, out=out)
-    _linear_epilogue(out, bias, activation, residual, pool)
-
-
-def _layer_norm_rows(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float,
-                     out: np.ndarray) -> None:
-    """out = layer_norm(x) for 2-D x (biased variance, as torch)."""
-    # np.add.reduce rather than .mean(): the same pairwise float32 sums without np.mean's
-    # Python-level overhead, which shows in a decode step's 25 norms.
-    inv_n = np.float32(1.0 / x.shape[-1])
-    np.subtract(x, np.add.reduce(x, axis=-1, keepdims=True) * inv_n, out=out)
-    variance = _sum_of_squares(out)
-    variance *= inv_n
-    variance += np.float32(epsilon)
-    np.sqrt(variance, out=variance)
-    out /= variance
-    out *= gamma
-    out += beta
-
-
-def _layer_norm_row(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, epsilon: float,
-                    out: np.ndarray) -> None:
-    """out = layer_norm(x) for one 1-D row: _layer_norm_rows's arithmetic with scalar
-    statistics (a decode step's norms are a few microseconds each, mostly per-call overhead:
-    this one makes 5 NumPy calls where the general path makes 10)."""
-    n = x.shape[0]
-    np.subtract(x, np.add.reduce(x) * np.float32(1.0 / n), out=out)
-    inverse_deviation = 1.0 / math.sqrt(float(np.dot(out, out)) / n + epsilon)
-    np.multiply(out, gamma, out=out)
-    out *= np.float32(inverse_deviation)
-    out += beta
-
-
-def _sum_of_squares(x: np.ndarray) -> np.ndarray:
-    """[..., 1] sums of squares over the last axis, without an x-sized temporary."""
-    if hasattr(np, "vecdot"):  # NumPy 2
-        return np.vecdot(x, x)[..., None]
-    return np.einsum("...i,...i->...", x, x)[..., None]
-
-
-_DIAGONAL_MASKS: dict[int, np.ndarray] = {}
-
-
-def _diagonal_mask(n: int) -> np.ndarray:
-    """[n, n] additive causal mask: -inf above the diagonal, 0 elsewhere (cached)."""
-    mask = _DIAGONAL_MASKS.get(n)
-    if mask is None:
-        mask = np.triu(np.full((n, n), -np.inf, np.float32), k=1)
-        mask.flags.writeable = False
-        _DIAGONAL_MASKS[n] = mask
-    return mask
-
-
-def _attention_part(new_kv: np.ndarray, cache_kv: np.ndarray, queries: np.ndarray,
-                    scale: np.float32, keys: np.ndarray, values: np.ndarray, out: np.ndarray,
-                    cache_update_index: int, pool: BufferPool) -> None:
-    """Some heads' share of a prompt's attention: their new keys and values into the cache
-    (cache_kv[...] = new_kv), their queries scaled (S x hd values rather than S x end
-    scores), then _causal_attention over the cache."""
-    cache_kv[...] = new_kv
-    scaled = pool.empty(queries.shape)
-    np.multiply(queries, scale, out=scaled)
-    _causal_attention(scaled, keys, values, out, cache_update_index, pool)
-    pool.give(scaled)
-
-
-def _last_query_attention(query: np.ndarray, keys: np.ndarray,
-                          values: np.ndarray) -> np.ndarray:
-    """[..., 1, hd] = softmax(query keys^T) values for one (scaled) query per head, which
-    sees every key (no mask): keys and values [..., end, hd]."""
-    weights = np.matmul(query, keys.swapaxes(-1, -2))  # [..., 1, end]
-    weights -= weights.max(axis=-1, keepdims=True)
-    np.exp(weights, out=weights)
-    out = np.matmul(weights, values)
-    out /= weights.sum(axis=-1, keepdims=True)
-    return out
-
-
-def _causal_attention(queries: np.ndarray, keys: np.ndarray, values: np.ndarray,
-                      out: np.ndarray, cache_update_index: int, pool: BufferPool) -> None:
-    """out [..., S, hd] = causal softmax(queries keys^T) values, head by head.
-
-    queries [..., S, hd] (already scaled) sit at absolute positions cache_update_index + i;
-    keys and values [..., >= cache_update_index + S, hd] (strided views of the cache: each
-    head is a 2-D matrix with row stride nh * hd that BLAS reads in place; a contiguous copy
-    costs more than it saves). The leading axes are heads, or batch and heads.
-    """
-    seq_len = queries.shape[-2]
-    # Blocks of queries: each block computes scores only for the keys it can see (about half
-    # the work of a long prefill), in cache-sized pieces.
-    for q0 in range(0, seq_len, _QUERY_BLOCK):
-        q1 = min(seq_len, q0 + _QUERY_BLOCK)
-        n = q1 - q0
-        visible = cache_update_index + q1  # keys seen by the block's last query
-        shape = (*queries.shape[:-2], n, visible)  # keys have the same leading axes
-        scores = pool.empty(shape)
-        np.matmul(queries[..., q0:q1, :], keys[..., :visible, :].swapaxes(-1, -2), out=scores)
-        if n > 1:
-            # Only the last n keys are hidden from some of the block: query i (absolute
-            # position cache_update_index + q0 + i) sees key visible - n + j iff j <= i.
-            scores[..., visible - n:] += _diagonal_mask(n)
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        denominators = scores.sum(axis=-1, keepdims=True)
-        # Into a contiguous block, then normalised into `out` (strided when it is a view of
-        # [S, nh, hd] rows): BLAS stores a contiguous result faster, and normalising the
-        # [n, hd] output costs less than normalising the [n, visible] scores.
-        block = pool.empty(out[..., q0:q1, :].shape)
-        np.matmul(scores, values[..., :visible, :], out=block)
-        np.divide(block, denominators, out=out[..., q0:q1, :])
-        pool.give(block)
-        pool.give(scores)
-
-
-def filter_top_k_top_p(scores: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
-    """Boolean mask of the logits that transformers' TopK then TopP warpers keep."""
-    keep = np.ones(scores.shape, dtype=bool)
-    if top_k and top_k < scores.shape[-1]:
-        kth = np.partition(scores, -top_k)[-top_k]
-        keep &= scores >= kth
-    if top_p < 1.0:
-        masked = np.where(keep, scores, -np.inf)
-        order = np.argsort(masked, kind="stable")  # ascending, as transformers sorts
-        sorted_scores = masked[order]
-        probs = np.exp(sorted_scores - sorted_scores[-1])
-        probs /= probs.sum()
-        cumulative = np.cumsum(probs)
-        remove_sorted = cumulative <= (1.0 - top_p)
-        remove_sorted[-1] = False  # min_tokens_to_keep = 1
-        remove = np.empty_like(remove_sorted)
-        remove[order] = remove_sorted
-        keep &= ~remove
-    return keep
