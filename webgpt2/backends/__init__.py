@@ -52,6 +52,7 @@ def _lazy(module: str, attribute: str) -> Callable[[], Backend]:
 # cpu is NumPy wherever NumPy imports (natively, or in a Pyodide that has it).
 register_backend("cpu", _lazy("webgpt2.backends.cpu", "CPUBackend"))
 register_backend("webgpu", _lazy("webgpt2.backends.webgpu", "WebGPUBackend"))
+register_backend("wasm", _lazy("webgpt2.backends.wasm", "WasmBackend"))
 
 
 def _instantiate(name: str) -> Backend:

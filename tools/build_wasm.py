@@ -1,0 +1,74 @@
+"""Build the wasm backend's kernels: every `wasm/*.c` into one WebAssembly module.
+
+    python tools/build_wasm.py            # writes webgpt2/backends/wasm/kernels.wasm
+    python tools/build_wasm.py --check    # exit 1 if the committed module differs from a build
+
+Needs clang-19 and wasm-ld-19 (Debian: `apt-get install -y clang-19 lld-19`). The module is
+freestanding (no libc): it imports its memory (`env.memory`, up to 4 GiB) and exports the
+kernels by name. The output is byte-for-byte deterministic for one compiler version: the
+sources go in sorted order, no debug information is emitted, and the name and producers
+sections are stripped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ROOT / "wasm"
+OUTPUT = ROOT / "webgpt2" / "backends" / "wasm" / "kernels.wasm"
+CLANG = "clang-19"
+FLAGS = [
+    "--target=wasm32",
+    "-msimd128",
+    # memcpy / memset become single memory.copy / memory.fill instructions.
+    "-mbulk-memory",
+    "-O3",
+    "-Wall",
+    "-Werror",
+    "-nostdlib",
+    "-Wl,--no-entry",
+    "-Wl,--import-memory",
+    "-Wl,--max-memory=4294967296",
+    "-Wl,--strip-all",
+]
+
+
+def build(output: Path, clang: str = CLANG) -> bytes:
+    """Compile and link the kernels into `output`; returns the module's bytes."""
+    sources = sorted(p.relative_to(ROOT).as_posix() for p in SOURCES.glob("*.c"))
+    if not sources:
+        raise FileNotFoundError(f"no kernel sources in {SOURCES}")
+    command = [clang, *FLAGS, *sources, "-o", str(output)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
+    return output.read_bytes()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="compare a fresh build with the committed module instead of writing")
+    parser.add_argument("--clang", default=CLANG, help=f"the compiler (default {CLANG})")
+    args = parser.parse_args()
+    if not args.check:
+        data = build(OUTPUT, args.clang)
+        print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(data)} bytes)")
+        return 0
+    with tempfile.TemporaryDirectory() as folder:
+        fresh = build(Path(folder) / "kernels.wasm", args.clang)
+    if fresh != OUTPUT.read_bytes():
+        print(f"{OUTPUT.relative_to(ROOT)} is out of date: run python tools/build_wasm.py",
+              file=sys.stderr)
+        return 1
+    print(f"{OUTPUT.relative_to(ROOT)} is up to date ({len(fresh)} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
