@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages: Chromium for the browser tests, lavapipe (Mesa's Vulkan on the CPU) for
-# the native webgpu tests.
+# the native webgpu tests, clang-19 and lld-19 to check the committed wasm kernels module
+# against its sources.
 need=()
-for pkg in chromium mesa-vulkan-drivers libvulkan1; do
+for pkg in chromium mesa-vulkan-drivers libvulkan1 clang-19 lld-19; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
