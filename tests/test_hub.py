@@ -24,10 +24,9 @@ from webgpt2.io import (
     DownloadError,
     ProgressBar,
     cache_root,
-    gpt2_weight_shapes,
-    load_gpt2_weights,
     resolve_checkpoint,
 )
+from webgpt2.models.gpt2 import gpt2_weight_shapes, load_gpt2_weights
 from webgpt2.models.gpt2.gpt2_presets import GPT2_PRESETS, resolve_preset
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt",

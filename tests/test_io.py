@@ -23,12 +23,11 @@ from webgpt2.io import (
     CheckpointError,
     SafetensorsError,
     gpt2_config_from_dict,
-    gpt2_weight_shapes,
-    load_gpt2_weights,
     read_gpt2_config,
     read_safetensors,
     write_safetensors,
 )
+from webgpt2.models.gpt2 import gpt2_weight_shapes, load_gpt2_weights
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")

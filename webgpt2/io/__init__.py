@@ -1,8 +1,9 @@
 """Checkpoint input and output with the standard library only (no numpy: runs in Pyodide).
 
 - `read_safetensors` / `write_safetensors`: the safetensors format, zero-copy on read.
-- `read_gpt2_config` / `load_gpt2_weights`: Hugging Face GPT-2 checkpoints to backbone
-  arguments and canonically named HostTensors.
+- `read_gpt2_config` / `read_checkpoint_weights`: Hugging Face GPT-2 checkpoints to backbone
+  arguments and canonically named HostTensors (checked by the model:
+  `webgpt2.models.gpt2.load_gpt2_weights`).
 - `resolve_checkpoint`: a local folder, a folder URL or a hub id to a local (cached) folder.
 - `ProgressBar`: the progress line shown for downloads and weight loading.
 
@@ -16,9 +17,8 @@ from webgpt2.io.checkpoint import (
     CheckpointError,
     find_weight_files,
     gpt2_config_from_dict,
-    gpt2_weight_shapes,
-    load_gpt2_weights,
     missing_checkpoint_files,
+    read_checkpoint_weights,
     read_gpt2_config,
 )
 from webgpt2.io.hub import DownloadError, cache_root, resolve_checkpoint
@@ -33,9 +33,8 @@ __all__ = [
     "cache_root",
     "find_weight_files",
     "gpt2_config_from_dict",
-    "gpt2_weight_shapes",
-    "load_gpt2_weights",
     "missing_checkpoint_files",
+    "read_checkpoint_weights",
     "read_gpt2_config",
     "read_safetensors",
     "resolve_checkpoint",

@@ -1,5 +1,8 @@
 """Hugging Face GPT-2 checkpoints: config.json to backbone arguments, safetensors to weights.
 
+This module only reads and canonicalises: which names and shapes a model needs is the
+model's own (`GPT2Backbone.expected_weights`), and `GPT2Backbone.check_weights` checks them.
+
 Weights come back under one canonical set of names whatever the file's style (the hub's bare
 `h.0.attn.c_attn.weight`, transformers 5's `transformer.h.0.attn.c_attn.weight`), in the
 layout Hugging Face stores them: `Conv1D` weights are [in, out] (y = x @ W + b); the backend
@@ -24,10 +27,10 @@ __all__ = [
     "CheckpointError",
     "find_weight_files",
     "gpt2_config_from_dict",
-    "gpt2_weight_shapes",
-    "load_gpt2_weights",
+    "checkpoint_folder",
     "missing_checkpoint_files",
     "pickle_refusal",
+    "read_checkpoint_weights",
     "read_gpt2_config",
     "shard_names",
 ]
@@ -153,42 +156,6 @@ def read_gpt2_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {error}") from None
 
 
-def gpt2_weight_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Canonical weight name -> shape for a backbone config, in model order.
-
-    Example:
-        >>> cfg = {"vocabulary_size": 10, "num_layers": 1, "hidden_dim": 4,
-        ...        "intermediate_dim": 16, "max_sequence_length": 8}
-        >>> shapes = gpt2_weight_shapes(cfg)
-        >>> len(shapes), shapes["h.0.attn.c_attn.weight"], shapes["h.0.mlp.c_proj.weight"]
-        (16, (4, 12), (16, 4))
-    """
-    hidden, inner = config["hidden_dim"], config["intermediate_dim"]
-    shapes: dict[str, tuple[int, ...]] = {
-        "wte.weight": (config["vocabulary_size"], hidden),
-        "wpe.weight": (config["max_sequence_length"], hidden),
-    }
-    for i in range(config["num_layers"]):
-        p = f"h.{i}."
-        shapes.update({
-            p + "ln_1.weight": (hidden,),
-            p + "ln_1.bias": (hidden,),
-            p + "attn.c_attn.weight": (hidden, 3 * hidden),
-            p + "attn.c_attn.bias": (3 * hidden,),
-            p + "attn.c_proj.weight": (hidden, hidden),
-            p + "attn.c_proj.bias": (hidden,),
-            p + "ln_2.weight": (hidden,),
-            p + "ln_2.bias": (hidden,),
-            p + "mlp.c_fc.weight": (hidden, inner),
-            p + "mlp.c_fc.bias": (inner,),
-            p + "mlp.c_proj.weight": (inner, hidden),
-            p + "mlp.c_proj.bias": (hidden,),
-        })
-    shapes["ln_f.weight"] = (hidden,)
-    shapes["ln_f.bias"] = (hidden,)
-    return shapes
-
-
 def find_weight_files(folder: str | os.PathLike) -> list[Path]:
     """The safetensors files of a checkpoint folder: model.safetensors, or the shards its
     model.safetensors.index.json names. Refuses a folder that has pickled weights only.
@@ -294,40 +261,37 @@ def pickle_refusal(path: str | os.PathLike) -> str:
     )
 
 
-def load_gpt2_weights(
-    source: WeightSource,
-    config: Mapping[str, Any] | None = None,
-    *,
-    progress: Progress | None = None,
-) -> dict[str, HostTensor]:
-    """GPT-2's weights under canonical names, checked against the config's shapes.
+def checkpoint_folder(source: WeightSource) -> Path | None:
+    """The folder whose config.json goes with a weight source (None for bytes)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return None
+    path = Path(source)
+    return path if path.is_dir() else path.parent
+
+
+def read_checkpoint_weights(source: WeightSource, *,
+                            progress: Progress | None = None) -> dict[str, HostTensor]:
+    """Every tensor of a checkpoint under its canonical name, as stored (not yet checked
+    against a model: `GPT2Backbone.check_weights` does that).
 
     source: a checkpoint folder, a model.safetensors file, a model.safetensors.index.json
-    (sharded), or a safetensors file's bytes. config: the backbone arguments
-    (`read_gpt2_config`); None reads config.json beside the weights. progress: called with
-    (bytes done, total bytes) as the files are read.
-
-    Returns {canonical name: HostTensor} in model order (see `gpt2_weight_shapes`): float32,
-    float16 or bfloat16 as stored, sharing the file's memory. Raises CheckpointError naming
-    missing, extra or mis-shaped tensors, and for pickled checkpoints.
+    (sharded), or a safetensors file's bytes. progress: called with (bytes done, total
+    bytes) as the files are read. Returns {name: HostTensor}, float32, float16 or bfloat16
+    as stored, sharing the file's memory; names lose transformers 5's `transformer.` prefix,
+    and the causal-mask buffers and the tied `lm_head.weight` are skipped. Raises
+    CheckpointError for a name that appears twice and for pickled checkpoints.
 
     Example:
         >>> import os, tempfile
         >>> from webgpt2.io.safetensors import write_safetensors
-        >>> cfg = {"vocabulary_size": 3, "num_layers": 0, "hidden_dim": 2,
-        ...        "intermediate_dim": 8, "max_sequence_length": 4}
         >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
         >>> write_safetensors(path, {
         ...     "transformer.wte.weight": HostTensor("float32", (3, 2), bytes(24)),
-        ...     "transformer.wpe.weight": HostTensor("float32", (4, 2), bytes(32)),
-        ...     "transformer.ln_f.weight": HostTensor("float32", (2,), bytes(8)),
-        ...     "transformer.ln_f.bias": HostTensor("float32", (2,), bytes(8))})
-        >>> list(load_gpt2_weights(path, cfg))
-        ['wte.weight', 'wpe.weight', 'ln_f.weight', 'ln_f.bias']
+        ...     "h.0.attn.bias": HostTensor("float32", (1, 1, 2, 2), bytes(16))})
+        >>> list(read_checkpoint_weights(path))
+        ['wte.weight']
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if config is None:
-            raise CheckpointError("weights given as bytes need a config: pass config=")
         files: list[Any] = [source]
         sizes = [memoryview(source).nbytes]
     else:
@@ -343,8 +307,6 @@ def load_gpt2_weights(
         else:
             raise CheckpointError(f"{path} does not exist; expected a checkpoint folder or "
                                   "a .safetensors file")
-        if config is None:
-            config = read_gpt2_config(path if path.is_dir() else path.parent)
         sizes = [os.path.getsize(f) for f in files]
     total, base = sum(sizes), 0
     found: dict[str, HostTensor] = {}
@@ -366,43 +328,4 @@ def load_gpt2_weights(
             found[canonical] = tensor
             origin[canonical] = f"{name!r} in {label}"
         base += size
-    return _check_weights(found, config)
-
-
-def _check_weights(found: dict[str, HostTensor],
-                   config: Mapping[str, Any]) -> dict[str, HostTensor]:
-    expected = gpt2_weight_shapes(config)
-    missing = [name for name in expected if name not in found]
-    extra = sorted(name for name in found if name not in expected)
-    misshaped = [
-        f"{name} expected {list(shape)}, got {list(found[name].shape)}"
-        for name, shape in expected.items()
-        if name in found and found[name].shape != shape
-    ]
-    not_float = [f"{name} is {found[name].dtype}" for name in expected
-                 if name in found and found[name].dtype == "int32"]
-    problems = []
-    summary = (f"num_layers={config['num_layers']}, hidden_dim={config['hidden_dim']}, "
-               f"intermediate_dim={config['intermediate_dim']}, "
-               f"vocabulary_size={config['vocabulary_size']}, "
-               f"max_sequence_length={config['max_sequence_length']}")
-    if missing:
-        problems.append(f"{len(missing)} missing tensors: {_first(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected tensors: {_first(extra)}")
-    if misshaped:
-        problems.append(f"{len(misshaped)} mis-shaped tensors: {_first(misshaped)}")
-    if not_float:
-        problems.append(f"{len(not_float)} integer weights (expected float32, float16 or "
-                        f"bfloat16): {_first(not_float)}")
-    if problems:
-        raise CheckpointError(
-            f"the weights do not match the GPT-2 config ({summary}): " + "; ".join(problems)
-        )
-    return {name: found[name] for name in expected}
-
-
-def _first(items: list[str], n: int = 5) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
-
+    return found

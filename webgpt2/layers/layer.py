@@ -13,12 +13,22 @@ class Layer:
     """A layer owns backend tensors named like the Hugging Face checkpoint's.
 
     Subclasses list their weights in `weight_specs()` as name -> (shape, layout) and
-    sub-layers in `children()`; `load_weights` walks both, checking every shape.
+    sub-layers in `children()`: together the only definition of a model's weight names and
+    shapes (`expected_weights`). `load_weights` walks both.
     """
 
     def __init__(self, backend: Backend | str | None = None) -> None:
-        self.backend = get_backend(backend)
+        # Chosen on first use, so that a layer built only for its weight schema
+        # (`expected_weights`) starts no backend.
+        self._backend_choice = backend
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._weights: dict[str, Any] = {}
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = get_backend(self._backend_choice)
+        return self._backend
 
     def weight_specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
         return {}

@@ -21,8 +21,8 @@ class CachedMultiHeadAttention(Layer):
                 f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}"
             )
         self.num_heads, self.hidden_dim, self.layer_index = num_heads, hidden_dim, layer_index
-        self.c_attn = Dense(hidden_dim, 3 * hidden_dim, backend=self.backend)
-        self.c_proj = Dense(hidden_dim, hidden_dim, backend=self.backend)
+        self.c_attn = Dense(hidden_dim, 3 * hidden_dim, backend=backend)
+        self.c_proj = Dense(hidden_dim, hidden_dim, backend=backend)
 
     def children(self) -> dict[str, Layer]:
         return {"c_attn": self.c_attn, "c_proj": self.c_proj}
@@ -53,13 +53,13 @@ class TransformerDecoder(Layer):
                  layer_index: int, layer_norm_epsilon: float = 1e-5,
                  backend: Backend | str | None = None) -> None:
         super().__init__(backend)
-        self.ln_1 = LayerNorm(hidden_dim, layer_norm_epsilon, backend=self.backend)
+        self.ln_1 = LayerNorm(hidden_dim, layer_norm_epsilon, backend=backend)
         self.attn = CachedMultiHeadAttention(num_heads, hidden_dim, layer_index,
-                                             backend=self.backend)
-        self.ln_2 = LayerNorm(hidden_dim, layer_norm_epsilon, backend=self.backend)
+                                             backend=backend)
+        self.ln_2 = LayerNorm(hidden_dim, layer_norm_epsilon, backend=backend)
         self.mlp_c_fc = Dense(hidden_dim, intermediate_dim, activation="gelu",
-                              backend=self.backend)
-        self.mlp_c_proj = Dense(intermediate_dim, hidden_dim, backend=self.backend)
+                              backend=backend)
+        self.mlp_c_proj = Dense(intermediate_dim, hidden_dim, backend=backend)
 
     def children(self) -> dict[str, Layer]:
         return {"ln_1": self.ln_1, "attn": self.attn, "ln_2": self.ln_2,

@@ -50,15 +50,15 @@ class GPT2Backbone(Layer):
         self.dropout = dropout  # kept for the config; inference applies no dropout
         self.max_sequence_length = max_sequence_length
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.token_embedding = TokenEmbedding(vocabulary_size, hidden_dim, backend=self.backend)
+        self.token_embedding = TokenEmbedding(vocabulary_size, hidden_dim, backend=backend)
         self.position_embedding = PositionEmbedding(max_sequence_length, hidden_dim,
-                                                    backend=self.backend)
+                                                    backend=backend)
         self.transformer_layers = [
             TransformerDecoder(num_heads, hidden_dim, intermediate_dim, i, layer_norm_epsilon,
-                               backend=self.backend)
+                               backend=backend)
             for i in range(num_layers)
         ]
-        self.layer_norm = LayerNorm(hidden_dim, layer_norm_epsilon, backend=self.backend)
+        self.layer_norm = LayerNorm(hidden_dim, layer_norm_epsilon, backend=backend)
 
     @property
     def head_dim(self) -> int:
@@ -77,22 +77,63 @@ class GPT2Backbone(Layer):
                 "max_sequence_length": self.max_sequence_length,
                 "layer_norm_epsilon": self.layer_norm_epsilon}
 
+    def check_weights(self, weights: Mapping[str, HostTensor]) -> dict[str, HostTensor]:
+        """The weights this backbone needs, in model order, after checking that none is
+        missing, extra, mis-shaped or integer: one CheckpointError naming them all (before
+        anything is uploaded). Names and shapes come from `expected_weights()` alone.
+
+        Example:
+            >>> b = GPT2Backbone(vocabulary_size=3, num_layers=1, num_heads=1, hidden_dim=2,
+            ...                  intermediate_dim=8, max_sequence_length=4)
+            >>> weights = {name: HostTensor("float32", shape, bytes(4 * math.prod(shape)))
+            ...            for name, shape in b.expected_weights().items()}
+            >>> len(b.check_weights(weights))
+            16
+            >>> del weights["ln_f.bias"]
+            >>> b.check_weights(weights)  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            webgpt2.io.checkpoint.CheckpointError: ...: 1 missing tensors: ln_f.bias
+        """
+        from webgpt2.io.checkpoint import CheckpointError
+
+        expected = self.expected_weights()
+        missing = [name for name in expected if name not in weights]
+        extra = sorted(name for name in weights if name not in expected)
+        misshaped = [
+            f"{name} expected {list(shape)}, got {list(weights[name].shape)}"
+            for name, shape in expected.items()
+            if name in weights and tuple(weights[name].shape) != shape
+        ]
+        not_float = [f"{name} is {weights[name].dtype}" for name in expected
+                     if name in weights and weights[name].dtype == "int32"]
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing tensors: {_first(missing)}")
+        if extra:
+            problems.append(f"{len(extra)} unexpected tensors: {_first(extra)}")
+        if misshaped:
+            problems.append(f"{len(misshaped)} mis-shaped tensors: {_first(misshaped)}")
+        if not_float:
+            problems.append(f"{len(not_float)} integer weights (expected float32, float16 or "
+                            f"bfloat16): {_first(not_float)}")
+        if problems:
+            summary = (f"num_layers={self.num_layers}, hidden_dim={self.hidden_dim}, "
+                       f"intermediate_dim={self.intermediate_dim}, "
+                       f"vocabulary_size={self.vocabulary_size}, "
+                       f"max_sequence_length={self.max_sequence_length}")
+            raise CheckpointError(f"the weights do not match the GPT-2 config ({summary}): "
+                                  + "; ".join(problems))
+        return {name: weights[name] for name in expected}
+
     def load_weights(self, weights: Mapping[str, HostTensor], prefix: str = "",
                      dtype: str | None = None,
                      uploaded: Callable[[int], None] | None = None) -> None:
-        """Upload every weight, after checking that none is missing, extra or mis-shaped."""
-        expected = self.expected_weights(prefix)
-        missing = [n for n in expected if n not in weights]
-        if missing:
-            raise ValueError(
-                f"checkpoint is missing {len(missing)} weight(s) this config needs: "
-                f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-            )
-        for name, shape in expected.items():
-            if tuple(weights[name].shape) != shape:
-                raise ValueError(f"weight {name!r} has shape {tuple(weights[name].shape)}; "
-                                 f"this config expects {shape}")
-        super().load_weights(weights, prefix, dtype, uploaded)
+        """Upload every weight, after `check_weights` (nothing is uploaded if one is wrong)."""
+        if prefix:
+            weights = {name.removeprefix(prefix): w for name, w in weights.items()
+                       if name.startswith(prefix)}
+        super().load_weights(self.check_weights(weights), "", dtype, uploaded)
 
     def initialize_weights(self, seed: int = 0, stddev: float = 0.02) -> None:
         """GPT-2's initialisation (normal(0, 0.02) matrices, ones/zeros norms, zero biases).
@@ -156,3 +197,8 @@ def _shape_of(backend: Backend, token_ids: Any) -> tuple[int, ...]:
     if isinstance(token_ids, list):
         return (len(token_ids), len(token_ids[0]) if token_ids else 0)
     return backend.shape(token_ids)
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")

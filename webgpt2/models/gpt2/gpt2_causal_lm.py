@@ -64,10 +64,11 @@ class GPT2CausalLM(GenerativeTask):
         instead, as the web page does). `dtype="float16"` stores weights in half
         precision where the backend supports it.
         """
-        from webgpt2.io.checkpoint import load_gpt2_weights, read_gpt2_config
+        from webgpt2.io.checkpoint import read_gpt2_config
         from webgpt2.io.hub import resolve_checkpoint
         from webgpt2.io.progress import ProgressBar
         from webgpt2.models.gpt2.gpt2_causal_lm_preprocessor import GPT2CausalLMPreprocessor
+        from webgpt2.models.gpt2.gpt2_checkpoint import load_gpt2_weights
         from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
 
         folder = Path(resolve_checkpoint(source, revision=revision, cache_dir=cache_dir,
