@@ -19,16 +19,15 @@ import sys
 
 import numpy as np
 
+from webgpt2.backends.pool import DEFAULT_LIMIT_BYTES, FreeList
+
 # Smaller arrays come from malloc's free lists without page faults; pooling them buys nothing.
 MIN_POOLED_BYTES = 64 * 1024
-# The most memory the pool keeps for reuse (a 1024-token prefill of gpt2-xl needs about 200 MB
-# of intermediates per layer).
-DEFAULT_LIMIT_BYTES = 512 * 2**20
 FLOAT32 = np.dtype(np.float32)
 
 
 class BufferPool:
-    """Free arrays by (shape, dtype), up to limit_bytes in all.
+    """Free arrays by (shape, dtype), up to limit_bytes in all (a `FreeList` of arrays).
 
     Example:
         >>> import numpy as np
@@ -42,44 +41,29 @@ class BufferPool:
     """
 
     def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
-        self.limit_bytes = limit_bytes
-        # (shape, dtype) -> arrays. dict.get, list.append and list.pop are atomic, so threads
-        # sharing a backend never get the same array; the byte count is only a bound.
-        self._free: dict[tuple, list[np.ndarray]] = {}
-        self._bytes = 0
+        self._free: FreeList[np.ndarray] = FreeList(limit_bytes)
         self.misses = 0  # empty() calls for a poolable size that had to make new memory
 
     @property
     def bytes_held(self) -> int:
-        return self._bytes
+        return self._free.bytes_held
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype = FLOAT32) -> np.ndarray:
         """An uninitialised C-contiguous array: a released one of this shape if any.
 
         shape is a tuple of ints and dtype a numpy dtype object (they key the pool). This is
         on the path of every decode-step operation, so it is kept to a dict lookup."""
-        array = self._take(shape, dtype)
+        array = self._free.take((shape, dtype))
         return array if array is not None else self._new(np.empty, shape, dtype)
 
     def zeros(self, shape: tuple[int, ...], dtype: np.dtype = FLOAT32) -> np.ndarray:
         """A zeroed array: a released one cleared, else fresh memory (which the kernel zeroes
         as it is first touched, so it is not written twice)."""
-        array = self._take(shape, dtype)
+        array = self._free.take((shape, dtype))
         if array is None:
             return self._new(np.zeros, shape, dtype)
         array.fill(0)
         return array
-
-    def _take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-        arrays = self._free.get((shape, dtype))
-        if arrays:
-            try:
-                array = arrays.pop()
-            except IndexError:  # another thread took the last one
-                return None
-            self._bytes -= array.nbytes
-            return array
-        return None
 
     def _new(self, make, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         array = make(shape, dtype)
@@ -92,17 +76,13 @@ class BufferPool:
         kept: small, a view, not contiguous, read-only, or the pool is full."""
         if (not isinstance(array, np.ndarray) or array.nbytes < MIN_POOLED_BYTES
                 or not array.flags.owndata or not array.flags.c_contiguous
-                or not array.flags.writeable
-                or self._bytes + array.nbytes > self.limit_bytes):
+                or not array.flags.writeable):
             return False
-        self._free.setdefault((array.shape, array.dtype), []).append(array)
-        self._bytes += array.nbytes
-        return True
+        return self._free.give((array.shape, array.dtype), array, array.nbytes)
 
     def clear(self) -> None:
         """Drop every kept array (their memory goes back to the allocator)."""
-        self._free = {}
-        self._bytes = 0
+        self._free.clear()
 
 
 def reference_count(x: object) -> int:
