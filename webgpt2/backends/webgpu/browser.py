@@ -39,6 +39,7 @@ from webgpt2.backends.webgpu.driver import (
     DriverError,
     ShaderError,
     camel_case,
+    usage_flags,
 )
 
 # submit()'s flat command array: six entries per command, the first saying which.
@@ -178,13 +179,8 @@ class BrowserDriver(Driver):
             limits=limits,
             features=frozenset(f for f in OPTIONAL_FEATURES if self._device.features.has(f)),
         )
-        usage = js.GPUBufferUsage
-        self._map_read = int(usage.MAP_READ)
-        self._usages = {
-            "storage": usage.STORAGE | usage.COPY_SRC | usage.COPY_DST,
-            "uniform": usage.UNIFORM | usage.COPY_DST,
-            "readback": usage.MAP_READ | usage.COPY_DST,
-        }
+        self._map_read = int(js.GPUBufferUsage.MAP_READ)
+        self._usages = usage_flags(js.GPUBufferUsage)
         self._modules: dict[str, Any] = {}
         # With cached bind groups a dispatch costs three FFI calls.
         self._bind_groups = BindGroupCache(self._create_bind_group,
@@ -222,21 +218,11 @@ class BrowserDriver(Driver):
         return self._lost is not None
 
     # ---- buffers ----------------------------------------------------------------------
-    def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
+    def _create_buffer(self, size: int, usage: str, label: str) -> Any:
         self._check()
-        if size % 4:
-            raise ValueError(f"buffer size {size} is not a multiple of 4")
-        if usage not in self._usages:
-            raise ValueError(f"buffer usage {usage!r}; expected one of {sorted(self._usages)}")
-        limit = self.info.limits.get("max_buffer_size", 0)
-        if limit and size > limit:
-            raise DriverError(
-                f"a {size}-byte buffer{' (' + label + ')' if label else ''} exceeds the "
-                f"device's max_buffer_size of {limit} bytes"
-            )
         try:
             return self._device.createBuffer(self._object(
-                {"size": max(size, 4), "usage": self._usages[usage], "label": label}))
+                {"size": size, "usage": self._usages[usage], "label": label}))
         except self._JsException as e:
             raise DriverError(f"could not create a {size}-byte {usage} buffer: {e}") from None
 
@@ -302,10 +288,6 @@ class BrowserDriver(Driver):
                     staging.unmap()
         skip = offset - start
         return data[skip:skip + size]
-
-    def destroy_buffer(self, buffer: Any) -> None:
-        self._bind_groups.forget_buffer(buffer)
-        buffer.destroy()
 
     # ---- pipelines --------------------------------------------------------------------
     def create_pipeline(self, wgsl: str, entry_point: str, label: str = "") -> Any:

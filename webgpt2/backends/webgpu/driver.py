@@ -27,11 +27,26 @@ class ShaderError(DriverError):
     """A WGSL module failed to compile or a pipeline failed to build."""
 
 
-# Buffer usages, as the backend asks for them. Each driver maps them to its flags:
-#   "storage":  STORAGE | COPY_SRC | COPY_DST   (weights, activations, the KV cache)
-#   "uniform":  UNIFORM | COPY_DST              (small per-dispatch parameters)
-#   "readback": MAP_READ | COPY_DST             (staging for reads to the host)
-BUFFER_USAGES = ("storage", "uniform", "readback")
+# Buffer usages, as the backend asks for them, and the WebGPU usage flags each stands for
+# (by their names in the spec's GPUBufferUsage, which wgpu-py's BufferUsage shares).
+BUFFER_USAGE_FLAGS = {
+    "storage": ("STORAGE", "COPY_SRC", "COPY_DST"),  # weights, activations, the KV cache
+    "uniform": ("UNIFORM", "COPY_DST"),  # the dispatches' parameters
+    "readback": ("MAP_READ", "COPY_DST"),  # staging for reads to the host
+}
+
+
+def usage_flags(flags: Any) -> dict[str, int]:
+    """Each usage's flags or-ed together, from an object whose attributes are the flags
+    (`wgpu.BufferUsage`, or the page's `GPUBufferUsage`)."""
+    usages = {}
+    for usage, names in BUFFER_USAGE_FLAGS.items():
+        value = 0
+        for name in names:
+            value |= int(getattr(flags, name))
+        usages[usage] = value
+    return usages
+
 
 # Limits the backend sizes its buffers and kernels by: every driver asks the device for the
 # adapter's maximum of each, since WebGPU's defaults (128 MiB bindings, 256 MiB buffers) are
@@ -149,12 +164,29 @@ class BindGroupCache:
 
 
 class Driver:
-    """Abstract driver; see the module docstring."""
+    """Abstract driver; see the module docstring. The public methods that check their
+    arguments do so here, once, and call the drivers' `_create_buffer`."""
 
     info: AdapterInfo
+    _bind_groups: BindGroupCache
 
     def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
         """A zero-initialised buffer of `size` bytes (a multiple of 4)."""
+        if size % 4:
+            raise ValueError(f"buffer size {size} is not a multiple of 4")
+        if usage not in BUFFER_USAGE_FLAGS:
+            raise ValueError(f"buffer usage {usage!r}; expected one of "
+                             f"{sorted(BUFFER_USAGE_FLAGS)}")
+        limit = self.info.limits.get("max_buffer_size", 0)
+        if limit and size > limit:
+            raise DriverError(
+                f"a {size}-byte buffer{' (' + label + ')' if label else ''} exceeds the "
+                f"device's max_buffer_size of {limit} bytes"
+            )
+        # WebGPU refuses empty buffers; a zero-sized tensor still gets one to bind.
+        return self._create_buffer(max(size, 4), usage, label)
+
+    def _create_buffer(self, size: int, usage: str, label: str) -> Any:
         raise NotImplementedError
 
     def write_buffer(self, buffer: Any, offset: int, data: bytes | bytearray | memoryview) -> None:
@@ -174,4 +206,6 @@ class Driver:
         raise NotImplementedError
 
     def destroy_buffer(self, buffer: Any) -> None:
-        raise NotImplementedError
+        """Free the buffer's memory now, and the bind groups that name it."""
+        self._bind_groups.forget_buffer(buffer)
+        buffer.destroy()

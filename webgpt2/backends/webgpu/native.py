@@ -26,6 +26,7 @@ from webgpt2.backends.webgpu.driver import (
     Driver,
     DriverError,
     ShaderError,
+    usage_flags,
 )
 
 # wgpu-native names a few features differently from the WebGPU spec.
@@ -107,28 +108,14 @@ class NativeDriver(Driver):
             features=frozenset(_SPEC_FEATURE_NAMES.get(f, f) for f in self._device.features),
         )
         self._queue = self._device.queue
-        self._usages = {
-            "storage": wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC
-            | wgpu.BufferUsage.COPY_DST,
-            "uniform": wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST,
-            "readback": wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST,
-        }
+        self._usages = usage_flags(wgpu.BufferUsage)
         self._bind_groups = BindGroupCache(self._create_bind_group,
                                            lambda pipeline: pipeline.get_bind_group_layout(0))
 
     # ---- buffers ----------------------------------------------------------------------
-    def create_buffer(self, size: int, usage: str, label: str = "") -> Any:
-        if size % 4:
-            raise ValueError(f"buffer size {size} is not a multiple of 4")
-        limit = self.info.limits.get("max_buffer_size", 0)
-        if limit and size > limit:
-            raise DriverError(
-                f"a {size}-byte buffer{' (' + label + ')' if label else ''} exceeds the "
-                f"device's max_buffer_size of {limit} bytes"
-            )
+    def _create_buffer(self, size: int, usage: str, label: str) -> Any:
         try:
-            return self._device.create_buffer(label=label, size=max(size, 4),
-                                              usage=self._usages[usage])
+            return self._device.create_buffer(label=label, size=size, usage=self._usages[usage])
         except self._wgpu.GPUError as e:
             raise DriverError(f"could not create a {size}-byte {usage} buffer: {e}") from e
 
@@ -157,10 +144,6 @@ class NativeDriver(Driver):
             raise DriverError(f"reading {size} bytes back from the device failed: {e}") from e
         except RuntimeError as e:  # a failed map (device lost) is a RuntimeError in wgpu-py
             raise DriverError(f"reading {size} bytes back from the device failed: {e}") from e
-
-    def destroy_buffer(self, buffer: Any) -> None:
-        self._bind_groups.forget_buffer(buffer)
-        buffer.destroy()
 
     # ---- pipelines --------------------------------------------------------------------
     def create_pipeline(self, wgsl: str, entry_point: str, label: str = "") -> Any:
