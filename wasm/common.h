@@ -41,28 +41,33 @@ INLINE u32 f32_to_bits(float f) {
     return v.u;
 }
 
-/* binary16 -> binary32, exact: the 15 magnitude bits shifted into place and scaled by 2^112
- * handle normals and subnormals with one multiply; infinities and NaNs (exponent 31) get
- * the f32 exponent set; the sign is or-ed back. */
-INLINE v128_t f16x4_to_f32x4(v128_t halves_as_u32) {
-    v128_t magnitude = wasm_v128_and(halves_as_u32, wasm_i32x4_splat(0x7fff));
-    v128_t scaled = wasm_f32x4_mul(wasm_i32x4_shl(magnitude, 13),
-                                   wasm_i32x4_splat(0x77800000)); /* 2^112 */
-    v128_t special = wasm_i32x4_ge(magnitude, wasm_i32x4_splat(0x7c00));
-    scaled = wasm_v128_or(scaled, wasm_v128_and(special, wasm_i32x4_splat(0x7f800000)));
-    v128_t sign = wasm_i32x4_shl(wasm_v128_and(halves_as_u32, wasm_i32x4_splat(0x8000)), 16);
-    return wasm_v128_or(scaled, sign);
+/* binary16 -> binary32 for finite halves (weights: uploads keep any weight with an infinity
+ * or NaN in float32, see layout.c's count_nonfinite_f16). With the half in the top 16 bits
+ * of a lane, an arithmetic shift right by 3 puts its exponent and mantissa where an f32's
+ * go (13 bits lower); clearing the sign's copies and multiplying by 2^112 rebias the
+ * exponent, exactly, subnormals included, and the product keeps the sign. */
+INLINE v128_t f16_high_to_f32x4(v128_t halves_in_high_bits) {
+    v128_t bits = wasm_v128_and(wasm_i32x4_shr(halves_in_high_bits, 3),
+                                wasm_i32x4_splat((int)0x8fffffff));
+    return wasm_f32x4_mul(bits, wasm_i32x4_splat(0x77800000)); /* 2^112 */
 }
 
 /* 8 halves at p -> two f32x4 (the low four, the high four). */
 INLINE void load_f16x8(const u16 *p, v128_t *lo, v128_t *hi) {
-    v128_t h = wasm_v128_load(p);
-    *lo = f16x4_to_f32x4(wasm_u32x4_extend_low_u16x8(h));
-    *hi = f16x4_to_f32x4(wasm_u32x4_extend_high_u16x8(h));
+    v128_t h = wasm_v128_load(p), zero = wasm_i32x4_splat(0);
+    *lo = f16_high_to_f32x4(wasm_i16x8_shuffle(zero, h, 0, 8, 1, 9, 2, 10, 3, 11));
+    *hi = f16_high_to_f32x4(wasm_i16x8_shuffle(zero, h, 4, 12, 5, 13, 6, 14, 7, 15));
 }
 
 INLINE float f16_to_f32(u16 h) {
-    return wasm_f32x4_extract_lane(f16x4_to_f32x4(wasm_i32x4_splat(h)), 0);
+    return wasm_f32x4_extract_lane(f16_high_to_f32x4(wasm_i32x4_splat((int)((u32)h << 16))), 0);
+}
+
+/* binary16 -> binary32 for any half, infinities and NaNs included (reading weights back). */
+INLINE float f16_to_f32_exact(u16 h) {
+    if ((h & 0x7c00) == 0x7c00)
+        return bits_to_f32(((u32)(h & 0x8000) << 16) | 0x7f800000u | ((u32)(h & 0x3ff) << 13));
+    return f16_to_f32(h);
 }
 
 /* e^x for x in f32 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7

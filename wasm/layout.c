@@ -4,7 +4,9 @@
  *   for 4-byte and 2-byte elements (a Conv1D weight [K, N] becomes [N, K]); src, dst disjoint.
  * narrow_f16(src, dst, n): dst [n] binary16 = src [n] f32, rounded to nearest even
  *   (overflow to inf, NaN stays NaN).
- * widen_f16(src, dst, n): dst [n] f32 = src [n] binary16, exactly.
+ * widen_f16(src, dst, n): dst [n] f32 = src [n] binary16, exactly (infinities, NaNs too).
+ * count_nonfinite_f16(src, n) -> i32: how many of src [n] binary16 are infinite or NaN (the
+ *   kernels' fast widening assumes none: such a weight is stored float32 instead).
  * widen_bf16(src, dst, n): dst [n] f32 = src [n] bfloat16, exactly.
  */
 #include "common.h"
@@ -57,14 +59,14 @@ void narrow_f16(const float *src, u16 *dst, int n) {
 
 EXPORT(widen_f16)
 void widen_f16(const u16 *src, float *dst, int n) {
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        v128_t lo, hi;
-        load_f16x8(src + i, &lo, &hi);
-        wasm_v128_store(dst + i, lo);
-        wasm_v128_store(dst + i + 4, hi);
-    }
-    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
+    for (int i = 0; i < n; i++) dst[i] = f16_to_f32_exact(src[i]);
+}
+
+EXPORT(count_nonfinite_f16)
+int count_nonfinite_f16(const u16 *src, int n) {
+    int count = 0;
+    for (int i = 0; i < n; i++) count += (src[i] & 0x7c00) == 0x7c00;
+    return count;
 }
 
 EXPORT(widen_bf16)

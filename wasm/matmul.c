@@ -4,13 +4,15 @@
  *   x [M, K] f32; w [N, K] (one row per output: a Conv1D weight [K, N] transposed at upload,
  *   or the token table [V, H] as it is), f32 or, with flags & 8, f16; bias [N] f32 (flags & 1);
  *   GELU, tanh approximation (flags & 2); residual [M, N] f32 (flags & 4); out [M, N] f32.
- *   Unused pointers may be 0. out must not overlap x, w or bias (it may be residual).
+ *   Unused pointers may be 0. out must not overlap x, w, bias or residual.
  *
- * Every output is a dot product over a row of x and a row of w, both contiguous, so a decode
- * step (M = 1) streams each weight row once, front to back (the fastest way to read the
- * weights). Longer inputs are tiled: 4 rows of x times 2 rows of w per inner loop, over a block
- * of w rows small enough to stay in the core's cache while every row tile passes over it, so
- * the weights come from memory once per call rather than once per row.
+ * Every output is a dot product over a row of x and a row of w, both contiguous. A decode
+ * step (M < 4) takes one weight row at a time, front to back, with four partial sums: in
+ * wasmtime that streams at the memory's speed, where interleaving 2 or 4 weight rows ran at
+ * half of it. Longer inputs are tiled: 4 rows of x times 2 rows of w per inner loop, over a
+ * block of w rows small enough to stay in the core's cache while every row tile passes over
+ * it, so the weights come from memory once per call rather than once per row; float16
+ * blocks are widened once into a float32 buffer first.
  */
 #include "common.h"
 
@@ -19,112 +21,179 @@
 #define F_RESIDUAL 4
 #define F_W16 8
 
-/* Bytes of w per block of outputs: about half a typical 512 KiB L2. */
+/* Bytes of float32 weights per block of outputs: about half a typical 512 KiB L2. */
 #define BLOCK_BYTES (192 * 1024)
 
-INLINE void load_w8(const void *w, int f16, long i, v128_t *lo, v128_t *hi) {
-    if (f16) {
-        load_f16x8((const u16 *)w + i, lo, hi);
-    } else {
-        *lo = wasm_v128_load((const float *)w + i);
-        *hi = wasm_v128_load((const float *)w + i + 4);
-    }
-}
-
-INLINE float load_w1(const void *w, int f16, long i) {
-    return f16 ? f16_to_f32(((const u16 *)w)[i]) : ((const float *)w)[i];
-}
+#define ADD wasm_f32x4_add
+#define MUL wasm_f32x4_mul
+#define LOAD wasm_v128_load
 
 /* 0.5 x (1 + tanh(u)) = x sigmoid(2u) = x / (1 + e^-2u), u = sqrt(2/pi) (x + 0.044715 x^3):
  * the sigmoid form has no cancellation near 0 and saturates cleanly at both ends. */
-INLINE float gelu(float x) {
-    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return x / (1.0f + exp_f32(-2.0f * u));
+INLINE v128_t gelu_f32x4(v128_t x) {
+    v128_t x3 = MUL(MUL(x, x), x);
+    v128_t u = MUL(wasm_f32x4_splat(-2.0f * 0.7978845608028654f),
+                   ADD(x, MUL(wasm_f32x4_splat(0.044715f), x3)));
+    return wasm_f32x4_div(x, ADD(wasm_f32x4_splat(1.0f), exp_f32x4(u)));
 }
 
-INLINE void store(float *out, const float *bias, const float *residual, int flags, long m,
-                  int n, int N, float s) {
+/* The products are stored with their bias; GELU and the residual follow in one vector pass
+ * over the output (a scalar e^x per output cost a quarter of an MLP's first product). */
+INLINE void store(float *out, const float *bias, int flags, long m, int n, int N, float s) {
     if (flags & F_BIAS) s += bias[n];
-    if (flags & F_GELU) s = gelu(s);
-    if (flags & F_RESIDUAL) s += residual[m * N + n];
     out[m * N + n] = s;
 }
 
-/* sums[r][c] = x[r] . w[c] for R rows of x (stride K) and C rows of w (stride K). */
-INLINE void tile(const float *x, const void *w, int f16, int K, int R, int C,
-                 float sums[4][4]) {
-    v128_t acc[4][4];
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r][c] = wasm_f32x4_splat(0.0f);
-    int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        v128_t wl[4], wh[4];
-        for (int c = 0; c < C; c++) load_w8(w, f16, (long)c * K + k, &wl[c], &wh[c]);
-        for (int r = 0; r < R; r++) {
-            v128_t xl = wasm_v128_load(x + (long)r * K + k);
-            v128_t xh = wasm_v128_load(x + (long)r * K + k + 4);
-            for (int c = 0; c < C; c++) {
-                acc[r][c] = wasm_f32x4_add(acc[r][c], wasm_f32x4_mul(xl, wl[c]));
-                acc[r][c] = wasm_f32x4_add(acc[r][c], wasm_f32x4_mul(xh, wh[c]));
-            }
+static void epilogue(float *out, const float *residual, int flags, long count) {
+    long i = 0;
+    if (flags & F_GELU) {
+        for (; i + 4 <= count; i += 4) {
+            v128_t y = gelu_f32x4(LOAD(out + i));
+            if (flags & F_RESIDUAL) y = ADD(y, LOAD(residual + i));
+            wasm_v128_store(out + i, y);
         }
+        for (; i < count; i++) {
+            float y = wasm_f32x4_extract_lane(gelu_f32x4(wasm_f32x4_splat(out[i])), 0);
+            out[i] = (flags & F_RESIDUAL) ? y + residual[i] : y;
+        }
+    } else if (flags & F_RESIDUAL) {
+        for (; i + 4 <= count; i += 4)
+            wasm_v128_store(out + i, ADD(LOAD(out + i), LOAD(residual + i)));
+        for (; i < count; i++) out[i] += residual[i];
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) {
-            float s = hsum(acc[r][c]);
-            for (int kk = k; kk < K; kk++) s += x[(long)r * K + kk] * load_w1(w, f16, (long)c * K + kk);
-            sums[r][c] = s;
+}
+
+INLINE float dot_row_f32(const float *x, const float *w, int K) {
+    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
+        a1 = ADD(a1, MUL(LOAD(x + k + 4), LOAD(w + k + 4)));
+        a2 = ADD(a2, MUL(LOAD(x + k + 8), LOAD(w + k + 8)));
+        a3 = ADD(a3, MUL(LOAD(x + k + 12), LOAD(w + k + 12)));
+    }
+    for (; k + 4 <= K; k += 4) a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
+    float s = hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
+    for (; k < K; k++) s += x[k] * w[k];
+    return s;
+}
+
+INLINE float dot_row_f16(const float *x, const u16 *w, int K) {
+    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1, w2, w3;
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        load_f16x8(w + k, &w0, &w1);
+        load_f16x8(w + k + 8, &w2, &w3);
+        a0 = ADD(a0, MUL(LOAD(x + k), w0));
+        a1 = ADD(a1, MUL(LOAD(x + k + 4), w1));
+        a2 = ADD(a2, MUL(LOAD(x + k + 8), w2));
+        a3 = ADD(a3, MUL(LOAD(x + k + 12), w3));
+    }
+    float s = hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
+    for (; k < K; k++) s += x[k] * f16_to_f32(w[k]);
+    return s;
+}
+
+/* 4 rows of x (stride K) against 2 rows of w (stride K): sums[r][c]. */
+INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
+    const float *x0 = x, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K, *w0 = w, *w1 = w + K;
+    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0,
+           d0 = a0, d1 = a0;
+    int k = 0;
+    for (; k + 4 <= K; k += 4) {
+        v128_t u = LOAD(w0 + k), v = LOAD(w1 + k), t;
+        t = LOAD(x0 + k); a0 = ADD(a0, MUL(t, u)); a1 = ADD(a1, MUL(t, v));
+        t = LOAD(x1 + k); b0 = ADD(b0, MUL(t, u)); b1 = ADD(b1, MUL(t, v));
+        t = LOAD(x2 + k); c0 = ADD(c0, MUL(t, u)); c1 = ADD(c1, MUL(t, v));
+        t = LOAD(x3 + k); d0 = ADD(d0, MUL(t, u)); d1 = ADD(d1, MUL(t, v));
+    }
+    sums[0][0] = hsum(a0); sums[0][1] = hsum(a1);
+    sums[1][0] = hsum(b0); sums[1][1] = hsum(b1);
+    sums[2][0] = hsum(c0); sums[2][1] = hsum(c1);
+    sums[3][0] = hsum(d0); sums[3][1] = hsum(d1);
+    for (; k < K; k++)
+        for (int r = 0; r < 4; r++) {
+            sums[r][0] += x[(long)r * K + k] * w0[k];
+            sums[r][1] += x[(long)r * K + k] * w1[k];
         }
 }
 
-INLINE void linear_impl(const float *x, const void *w, const float *bias, const float *residual,
-                        float *out, int M, int K, int N, int flags, int f16) {
-    long row_bytes = (long)K * (f16 ? 2 : 4);
-    int block = (int)(BLOCK_BYTES / (row_bytes ? row_bytes : 1));
-    block = block < 8 ? 8 : block & ~3;
-    if (M < 4) block = N; /* nothing to reuse: stream w once, front to back */
-    float sums[4][4];
+/* Float16 weights of a row-tiled call are widened a block at a time into this buffer, so
+ * that each weight is converted once per call rather than once per row tile. (One per
+ * thread when the kernels run on several.) */
+static float widened[BLOCK_BYTES / 4];
+
+static void rows_streamed(const float *x, const void *w, const float *bias, float *out, int M,
+                          int K, int N, int flags, int f16) {
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (long)m * K;
+        if (f16)
+            for (int n = 0; n < N; n++)
+                store(out, bias, flags, m, n, N,
+                      dot_row_f16(xr, (const u16 *)w + (long)n * K, K));
+        else
+            for (int n = 0; n < N; n++)
+                store(out, bias, flags, m, n, N,
+                      dot_row_f32(xr, (const float *)w + (long)n * K, K));
+    }
+}
+
+static void rows_tiled(const float *x, const void *w, const float *bias, float *out, int M,
+                       int K, int N, int flags, int f16) {
+    int block = (int)(BLOCK_BYTES / ((long)K * 4));
+    block = block < 8 ? 8 : block & ~1;
+    if (f16 && (long)block * K > BLOCK_BYTES / 4) { /* rows too long to widen a block */
+        rows_streamed(x, w, bias, out, M, K, N, flags, f16);
+        return;
+    }
+    float sums[4][2];
     for (int n0 = 0; n0 < N; n0 += block) {
         int n1 = n0 + block < N ? n0 + block : N;
+        const float *wb = (const float *)w + (long)n0 * K;
+        if (f16) {
+            long count = (long)(n1 - n0) * K, i = 0;
+            const u16 *h = (const u16 *)w + (long)n0 * K;
+            for (; i + 8 <= count; i += 8) {
+                v128_t lo, hi;
+                load_f16x8(h + i, &lo, &hi);
+                wasm_v128_store(widened + i, lo);
+                wasm_v128_store(widened + i + 4, hi);
+            }
+            for (; i < count; i++) widened[i] = f16_to_f32(h[i]);
+            wb = widened;
+        }
         int m = 0;
         for (; m + 4 <= M; m += 4) {
             const float *xr = x + (long)m * K;
             int n = n0;
             for (; n + 2 <= n1; n += 2) {
-                tile(xr, (const char *)w + n * row_bytes, f16, K, 4, 2, sums);
+                tile_4x2(xr, wb + (long)(n - n0) * K, K, sums);
+                for (int r = 0; r < 4; r++) {
+                    store(out, bias, flags, m + r, n, N, sums[r][0]);
+                    store(out, bias, flags, m + r, n + 1, N, sums[r][1]);
+                }
+            }
+            for (; n < n1; n++)
                 for (int r = 0; r < 4; r++)
-                    for (int c = 0; c < 2; c++)
-                        store(out, bias, residual, flags, m + r, n + c, N, sums[r][c]);
-            }
-            for (; n < n1; n++) {
-                tile(xr, (const char *)w + n * row_bytes, f16, K, 4, 1, sums);
-                for (int r = 0; r < 4; r++)
-                    store(out, bias, residual, flags, m + r, n, N, sums[r][0]);
-            }
+                    store(out, bias, flags, m + r, n, N,
+                          dot_row_f32(xr + (long)r * K, wb + (long)(n - n0) * K, K));
         }
-        for (; m < M; m++) {
-            const float *xr = x + (long)m * K;
-            int n = n0;
-            for (; n + 4 <= n1; n += 4) {
-                tile(xr, (const char *)w + n * row_bytes, f16, K, 1, 4, sums);
-                for (int c = 0; c < 4; c++)
-                    store(out, bias, residual, flags, m, n + c, N, sums[0][c]);
-            }
-            for (; n < n1; n++) {
-                tile(xr, (const char *)w + n * row_bytes, f16, K, 1, 1, sums);
-                store(out, bias, residual, flags, m, n, N, sums[0][0]);
-            }
-        }
+        for (; m < M; m++)
+            for (int n = n0; n < n1; n++)
+                store(out, bias, flags, m, n, N,
+                      dot_row_f32(x + (long)m * K, wb + (long)(n - n0) * K, K));
     }
 }
 
 EXPORT(linear)
 void linear(const float *x, const void *w, const float *bias, const float *residual,
             float *out, int M, int K, int N, int flags) {
-    if (flags & F_W16)
-        linear_impl(x, w, bias, residual, out, M, K, N, flags, 1);
+    int f16 = (flags & F_W16) != 0;
+    if (M < 4) /* nothing to reuse: stream w once per row, front to back */
+        rows_streamed(x, w, bias, out, M, K, N, flags, f16);
     else
-        linear_impl(x, w, bias, residual, out, M, K, N, flags, 0);
+        rows_tiled(x, w, bias, out, M, K, N, flags, f16);
+    epilogue(out, residual, flags, (long)M * N);
 }
 
 /* The streaming floor for benchmarks: reads n bytes at p (16 at a time) and returns a value

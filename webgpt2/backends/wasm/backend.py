@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import sys
-import weakref
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,18 +93,27 @@ class WasmTensor:
     by `zeros` or `tensor`) is stored [B, L, 2, nh, T, hd] for the shape [B, L, 2, T, nh, hd].
     """
 
-    __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "_finalizer",
-                 "__weakref__")
+    __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "_memory")
 
     def __init__(self, shape: Sequence[int], dtype: str, offset: int, nbytes: int,
-                 layout: str = "plain") -> None:
-        self.shape = tuple(int(d) for d in shape)
+                 layout: str = "plain", memory: LinearMemory | None = None) -> None:
+        self.shape = tuple(map(int, shape))
         self.dtype = dtype
         self.layout = layout
         self.offset = offset
         self.nbytes = nbytes
         self.host: list | None = None  # the values of an int tensor made from host lists
-        self._finalizer: Any = None
+        # Who gets the block back, once: on release() or when the tensor is collected (a
+        # __del__ costs a fraction of a weakref.finalize, and a decode step makes ~100).
+        self._memory = memory
+
+    def _free(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            memory.free(self.offset, self.nbytes)
+
+    def __del__(self) -> None:
+        self._free()
 
     @property
     def size(self) -> int:
@@ -163,15 +171,13 @@ class WasmBackend(Backend):
         if nbytes is None:
             nbytes = math.prod(shape) * ITEMSIZE[dtype]
         offset = self.memory.allocate(nbytes)
-        tensor = WasmTensor(shape, dtype, offset, nbytes, layout)
-        tensor._finalizer = weakref.finalize(tensor, self.memory.free, offset, nbytes)
+        tensor = WasmTensor(shape, dtype, offset, nbytes, layout, self.memory)
         if self.poison and dtype == "float32":
             self.driver.call("fill_u32", offset, 0x7fc00000, -(-nbytes // 4))
         return tensor
 
     def release(self, x: WasmTensor) -> None:
-        if x._finalizer is not None:
-            x._finalizer()
+        x._free()
 
     def _temporary(self, nbytes: int) -> int:
         """Scratch memory for one operation; give it back with _done(offset, nbytes)."""
@@ -257,17 +263,26 @@ class WasmBackend(Backend):
         data = memoryview(host.data).cast("B")
         if layout != "linear":
             self._convert_rows(data, host.dtype, storage, tensor.offset, host.size)
-            return tensor
-        # [K, N] -> [N, K]: convert into a staging block, then transpose into place.
+        else:
+            self._upload_transposed(data, host, storage, tensor.offset)
+        if storage == "float16" and self.driver.call("count_nonfinite_f16", tensor.offset,
+                                                     host.size):
+            # The kernels widen finite halves only (common.h): keep this one float32.
+            self.release(tensor)
+            return self._upload(host, layout, "float32")
+        return tensor
+
+    def _upload_transposed(self, data: memoryview, host: HostTensor, storage: str,
+                           destination: int) -> None:
+        """[K, N] -> [N, K]: converted into a staging block, then transposed into place."""
         k, n = host.shape
         staging = self._temporary(host.size * ITEMSIZE[storage])
         try:
             self._convert_rows(data, host.dtype, storage, staging, host.size)
             transpose = "transpose_16" if storage == "float16" else "transpose_32"
-            self.driver.call(transpose, staging, tensor.offset, k, n)
+            self.driver.call(transpose, staging, destination, k, n)
         finally:
             self._done(staging, host.size * ITEMSIZE[storage])
-        return tensor
 
     def _convert_rows(self, data: memoryview, source: str, storage: str, destination: int,
                       count: int) -> None:

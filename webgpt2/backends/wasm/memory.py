@@ -7,7 +7,7 @@ nearly every block comes from a free list. A block freed at the top lowers the b
 (with any free blocks below it), and when the memory cannot grow further the free blocks are
 merged and searched first-fit before giving up with `WasmOutOfMemoryError`.
 
-Blocks are freed by tensor finalizers, which can run at any point of the host's code (the
+Blocks are freed by tensors' `__del__`, which can run at any point of the host's code (the
 garbage collector); they only queue the block, and the queue is drained on the next
 allocation, so the lists never change under a running allocation.
 """
@@ -62,7 +62,8 @@ class LinearMemory:
     def allocate(self, nbytes: int) -> int:
         """The offset of a 64-byte-aligned block of at least `nbytes` bytes (contents
         undefined). Raises WasmOutOfMemoryError naming the sizes when it cannot."""
-        self._drain()
+        if self._queued:
+            self._drain()
         size = _round_up(max(nbytes, 1))
         offsets = self._free.get(size)
         if offsets:
