@@ -5,9 +5,9 @@
 Batch 1, greedy. For float32 and float16 weight storage, measured interleaved in one run
 (A B A B ..., medians, since this machine's speed drifts): prefill ms, decode ms/token,
 dispatches, submissions and bytes read back per decode token, and the streaming floor: one
-submission of a kernel that only reads every weight buffer once (stream.wgsl), timed on the
-same device. The decode step's target is one submission, a few bytes read back, and at most
-1.5x the floor. It also checks that the float32 tokens equal the cpu backend's.
+submission of a kernel that only reads every weight buffer once (webgpu_stream.py), timed on
+the same device. The decode step's target is one submission, a few bytes read back, and at
+most 1.5x the floor. It also checks that the float32 tokens equal the cpu backend's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import time
 
 from common import checkpoint, median
+from webgpu_stream import stream, weight_parts
 
 
 def _all_weights(layer):
@@ -50,11 +51,10 @@ def webgpu_runner(folder, dtype: str):
 
     def floor_ms():
         t0 = time.perf_counter()
-        backend.stream(weights)
+        stream(backend, weights)
         return (time.perf_counter() - t0) * 1e3
 
-    weight_bytes = sum(w.buffer_size if w.layout != "embedding" else
-                       sum(c[1] for c in w.chunks) for w in weights)
+    weight_bytes = sum(size for w in weights for _, size, _ in weight_parts(w))
     return backend, run, floor_ms, weight_bytes
 
 

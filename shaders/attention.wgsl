@@ -5,7 +5,7 @@
 //     0..start+s of head h, with an online (running max) softmax over chunks of 64 keys so
 //     the cache length is not limited by workgroup memory. One workgroup of 64 invocations
 //     per (s, h, b): an invocation scores one key of each chunk and accumulates output
-//     dimensions lid, lid+64, lid+128, lid+192 (head size <= 256).
+//     dimensions lid, lid+64, lid+128, lid+192 (head size <= MAX_HEAD_DIM, 256).
 // The cache is [B, L, 2, T, nh, hd] float32 to the host; in memory, position and head are
 // `position_stride` and `head_stride` elements apart ([.., T, nh, hd]: H and hd; the
 // backend's own caches are head-major, [.., nh, T, hd]: hd and T * hd, so that one head's
@@ -45,8 +45,9 @@ fn kv_write(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 const CHUNK: u32 = 64u;
+const MAX_HEAD_DIM: u32 = 256u;  // 4 output dimensions per invocation
 const LOWEST: f32 = -3.0e38;
-var<workgroup> query: array<f32, 256>;
+var<workgroup> query: array<f32, MAX_HEAD_DIM>;
 var<workgroup> weights: array<f32, 64>;
 
 @compute @workgroup_size(64)

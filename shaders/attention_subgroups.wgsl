@@ -5,8 +5,8 @@
 // 256) and every offset and stride a multiple of 4, which the backend checks.
 //   attend_decode: one workgroup of 64 invocations per (head, batch row), in three phases:
 //   1. scores: lane groups of 8 invocations each take every 8th key; a lane group reads one
-//      key's head slice as vec4 words, lane i every 8th word, and sums through
-//      subgroupShuffleXor (lanes 4, 2, 1: inside the aligned group). The scaled scores go to
+//      key's head slice as vec4 words, lane i every 8th word, and sums them with
+//      lane_group_sum (lane_groups.wgsl). The scaled scores go to
 //      `scratch` (T floats per workgroup).
 //   2. softmax weights exp(score - max) in place in `scratch`, and their sum.
 //   3. out = sum_j weight_j V[j] / sum: invocation t owns dimensions 4*(t % (hd/4))..+3 for
@@ -17,6 +17,7 @@
 // (f32), 4 scratch (f32, B * nh * T). Workgroups are flattened over x and y.
 
 //!include attention_params.wgsl
+//!include lane_groups.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
@@ -27,12 +28,6 @@
 const LOWEST: f32 = -3.0e38;
 var<workgroup> group_values: array<f32, 8>;
 var<workgroup> partials: array<vec4<f32>, 64>;
-
-fn lane_group_sum(v: f32) -> f32 {
-    var s = v + subgroupShuffleXor(v, 4u);
-    s += subgroupShuffleXor(s, 2u);
-    return s + subgroupShuffleXor(s, 1u);
-}
 
 @compute @workgroup_size(64)
 fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,

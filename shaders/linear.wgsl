@@ -12,9 +12,10 @@
 //   matvec: small M (decode) without subgroups, or rows that are not whole vec4 words;
 //     64 invocations, one output column n each, looping over m.
 //   matmul_blocked: larger M (prefill) with whole-word rows (K a multiple of 4, x rows on a
-//     vec4 boundary); 64 invocations, each a 4x4 block of y, a workgroup 4 x 256 outputs.
-//   matmul: larger M, any shape; 8x8 invocations, each a 4x4 block of a 32x32 output tile,
-//     K in steps of 32 through workgroup memory.
+//     vec4 boundary); 64 invocations, each a BLOCK x BLOCK (4x4) block of y, a workgroup
+//     BLOCK x (64 * BLOCK) outputs.
+//   matmul: larger M, any shape; 8x8 invocations, each a 4x4 block of a TILE x TILE (32x32)
+//     output tile, K in steps of TILE through workgroup memory.
 // Workgroups are flattened over x and y.
 
 struct Params {
@@ -29,7 +30,7 @@ struct Params {
     r_offset: u32,
     flags: u32,      // 1 bias, 2 gelu, 4 residual
     w_f16: u32,
-    n_blocks: u32,   // output column blocks: ceil(N / 32) for matmul, ceil(N / 256) blocked
+    n_blocks: u32,   // output column blocks of the tiled kernels (0 for the others)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -205,10 +206,13 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // matmul_blocked: any M, for K a multiple of 4 (an f16 row's last word may be half zero
-// padding, which adds nothing) and x rows on a vec4 boundary. Each invocation computes a 4x4 block of y straight from
-// storage, with no workgroup memory and no barriers (barriers are expensive on CPU
-// implementations such as lavapipe); the 64 invocations of a workgroup share the same 4 x
-// rows and take 4 adjacent W rows each, so a workgroup covers 4 x 256 outputs.
+// padding, which adds nothing) and x rows on a vec4 boundary. Each invocation computes a
+// BLOCK x BLOCK block of y straight from storage, with no workgroup memory and no barriers
+// (CPU implementations such as lavapipe make barriers expensive); the 64 invocations of a
+// workgroup share the same BLOCK x rows and take BLOCK adjacent W rows each, so a workgroup
+// covers BLOCK x (64 * BLOCK) outputs. The body is written out for BLOCK = 4.
+const BLOCK: u32 = 4u;
+
 fn word_values(row: u32, i: u32, half: u32) -> vec4<f32> {
     // Values 4*half .. 4*half+3 of W word i of row `row` (half is 0 for f32 words).
     let q = w[row + i];
@@ -226,8 +230,8 @@ fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
     let tile = wid.y * nwg.x + wid.x;
-    let m0 = (tile / p.n_blocks) * 4u;
-    let n0 = ((tile % p.n_blocks) * 64u + lid) * 4u;
+    let m0 = (tile / p.n_blocks) * BLOCK;
+    let n0 = ((tile % p.n_blocks) * 64u + lid) * BLOCK;
     if (m0 >= p.m) {
         return;
     }

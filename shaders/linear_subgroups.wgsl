@@ -1,23 +1,26 @@
 // linear_subgroups: the decode (small M) kernel of linear.wgsl for devices with the
 // "subgroups" feature and subgroups of at least 8 invocations. Same Params, bindings and
-// results as linear.wgsl's matvec; the line below makes the loader prepend linear.wgsl.
+// results as linear.wgsl's matvec; the lines below make the loader prepend linear.wgsl and
+// the lane-group reduction.
 //!include linear.wgsl
+//!include lane_groups.wgsl
 // matvec_subgroups_f32 / matvec_subgroups_f16: 8 consecutive invocations (a lane group
-// inside one subgroup) share four adjacent W rows: each reads every 8th vec4 word of the
-// four rows, so a lane group streams contiguous memory and loads each x vector once for four
-// rows; the partial sums meet through subgroupShuffleXor over lanes 4, 2, 1, which stays
-// inside the aligned group of 8. Rows must be whole words (K a multiple of 4 for f32, of 8
-// for f16) and x rows start on a vec4 boundary; other shapes use linear.wgsl's matvec. One short loop per entry point:
-// lavapipe runs these about 1.5x faster than one kernel that branches between the two.
-// Workgroup: 64 invocations = 8 lane groups = 32 output columns; flattened over x and y.
+// inside one subgroup) share ROWS (f16: F16_ROWS) adjacent W rows: each reads every 8th vec4
+// word of the rows, so a lane group streams contiguous memory and loads each x vector once
+// for all its rows; the partial sums meet in lane_group_sum. Rows must be whole words (K a
+// multiple of 4 for f32, of 8 for f16) and x rows start on a vec4 boundary; other shapes use
+// linear.wgsl's matvec. Each dtype has its own entry point, so that the inner loop is short
+// and carries no dtype branch: not every shader compiler hoists a uniform branch out of a
+// loop, and CPU implementations such as lavapipe run the branching loop markedly slower.
+// Workgroup: 64 invocations = 8 lane groups = F32_COLUMNS (f32) or F16_COLUMNS (f16) output
+// columns, which the backend sizes its grid by; flattened over x and y.
 
-const ROWS: u32 = 4u;  // W rows per lane group
-
-fn lane_group_sum(v: f32) -> f32 {
-    var s = v + subgroupShuffleXor(v, 4u);
-    s += subgroupShuffleXor(s, 2u);
-    return s + subgroupShuffleXor(s, 1u);
-}
+const ROWS: u32 = 4u;  // W rows per lane group (f32)
+const F32_COLUMNS: u32 = 32u;  // 8 lane groups x ROWS
+// Eight rows per lane group for f16: unpacking makes f16 words cost more arithmetic, and
+// more rows share each x load.
+const F16_ROWS: u32 = 8u;
+const F16_COLUMNS: u32 = 64u;  // 8 lane groups x F16_ROWS
 
 fn horizontal(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
@@ -25,7 +28,7 @@ fn horizontal(v: vec4<f32>) -> f32 {
 
 // The first of this lane group's rows.
 fn first_row(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 8u * ROWS + (lid >> 3u) * ROWS;
+    return (wid.y * nwg.x + wid.x) * F32_COLUMNS + (lid >> 3u) * ROWS;
 }
 
 // Lane 0 writes the four rows' results (every lane took part in the shuffles, so rows past
@@ -78,22 +81,20 @@ fn matvec_subgroups_f16(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let lane = lid & 7u;
-    // Eight rows per lane group here: unpacking makes f16 words cost more arithmetic, and
-    // more rows share each x load.
-    let n = (wid.y * nwg.x + wid.x) * 64u + (lid >> 3u) * 8u;
+    let n = (wid.y * nwg.x + wid.x) * F16_COLUMNS + (lid >> 3u) * F16_ROWS;
     let last = p.n - 1u;
-    var base: array<u32, 8>;
-    for (var r = 0u; r < 8u; r++) {
+    var base: array<u32, F16_ROWS>;
+    for (var r = 0u; r < F16_ROWS; r++) {
         base[r] = min(n + r, last) * p.w_stride;
     }
     let words = p.k >> 3u;
     for (var m = 0u; m < p.m; m++) {
         let xv = (p.x_offset + m * p.k) >> 2u;
-        var acc = array<vec4<f32>, 8>();
+        var acc = array<vec4<f32>, F16_ROWS>();
         for (var i = lane; i < words; i += 8u) {
             let lo = x[xv + 2u * i];
             let hi = x[xv + 2u * i + 1u];
-            for (var r = 0u; r < 8u; r++) {
+            for (var r = 0u; r < F16_ROWS; r++) {
                 let q = w[base[r] + i];
                 acc[r] += vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)) * lo
                     + vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * hi;

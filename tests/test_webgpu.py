@@ -10,6 +10,8 @@ machine without a GPU, `mesa-vulkan-drivers` provides one (lavapipe).
 from __future__ import annotations
 
 import math
+import re
+import struct
 
 import numpy as np
 import pytest
@@ -100,22 +102,52 @@ def test_missing_shader_file_is_named(backend):
 
 
 def test_every_shader_compiles(backend):
-    from webgpt2.backends.webgpu.backend import _shader_folders
+    from webgpt2.backends.webgpu.recorder import _shader_folders
 
     folder = next(f for f in _shader_folders() if f.is_dir())
     names = sorted(p.name for p in folder.glob("*.wgsl"))
     assert {"linear.wgsl", "attention.wgsl", "sampling.wgsl"} <= set(names)
     for name in names:
-        if name == "linear_subgroups.wgsl" and not backend.subgroup_matvec:
-            continue
         text = (folder / name).read_text()
         assert text.startswith("// "), f"{name} must start with its descriptive comment"
+        if "//!include lane_groups.wgsl\n" in text and not backend.subgroup_matvec:
+            continue
         if "@compute" not in text:  # a shared fragment: compiled inside the kernels that include it
             includers = [n for n in names if f"//!include {name}\n" in (folder / n).read_text()]
             assert includers, f"{name} has no entry point and no kernel includes it"
             continue
-        entry = text.split("@compute", 1)[1].split("fn ", 1)[1].split("(", 1)[0]
-        backend._pipeline(name, entry)
+        for entry in re.findall(r"@workgroup_size\([^)]*\)\s*fn\s+(\w+)", text):
+            kernel = backend.recorder.kernel(name, entry)
+            assert kernel.workgroup_size >= 1 and kernel.fields, f"{name}:{entry}"
+
+
+def test_kernel_parameters_are_packed_by_name_as_the_shader_declares_them(backend):
+    kernel = backend.recorder.kernel("layer_norm.wgsl", "layer_norm")
+    assert kernel.fields == ("rows", "hidden", "epsilon", "x_offset", "y_offset")
+    # epsilon is an f32 in the WGSL, whatever the Python value's type.
+    assert kernel.params(rows=2, hidden=768, epsilon=1, x_offset=0, y_offset=4) == \
+        struct.pack("<IIfII", 2, 768, 1.0, 0, 4)
+    with pytest.raises(TypeError, match=r"missing \['y_offset'\], unknown \[\]"):
+        kernel.params(rows=2, hidden=768, epsilon=1e-5, x_offset=0)
+    with pytest.raises(TypeError, match=r"missing \['epsilon'\], unknown \['eps'\]"):
+        kernel.params(rows=2, hidden=768, eps=1e-5, x_offset=0, y_offset=0)
+    with pytest.raises(TypeError, match="layer_norm.wgsl:layer_norm"):
+        kernel.params(rows=2.0, hidden=768, epsilon=1e-5, x_offset=0, y_offset=0)
+
+
+def test_workgroup_shapes_come_from_the_shaders(backend):
+    kernel = backend.recorder.kernel
+    assert kernel("linear.wgsl", "matmul").workgroup_size == 8 * 8
+    assert kernel("linear.wgsl", "matmul").constants["TILE"] == 32
+    assert kernel("attention.wgsl", "kv_write").workgroup_size == 256
+    assert kernel("attention.wgsl", "attend").constants["MAX_HEAD_DIM"] == 256
+
+
+def test_a_shared_include_is_loaded_once(backend):
+    from webgpt2.backends.webgpu import load_shader
+
+    for name in ("linear_subgroups.wgsl", "attention_subgroups.wgsl"):
+        assert load_shader(name).count("fn lane_group_sum(") == 1
 
 
 # ---- buffers larger than one binding ------------------------------------------------------
