@@ -376,7 +376,8 @@ class WasmBackend(Backend):
         hidden = three_hidden // 3
         _, layers, _, max_length, _, _ = cache.shape
         out = self._new((batch, 1 if last_position_only else seq_len, hidden))
-        scores_bytes = (cache_update_index + seq_len) * 4
+        head_dim = hidden // num_heads
+        scores_bytes = (4 * (cache_update_index + seq_len) + 4 * head_dim) * 4
         scores = self._temporary(scores_bytes)
         try:
             self.driver.call("attention", qkv.offset, cache.offset, out.offset, scores, batch,
