@@ -7,12 +7,12 @@
  *   Unused pointers may be 0. out must not overlap x, w, bias or residual.
  *
  * Every output is a dot product over a row of x and a row of w, both contiguous. A decode
- * step (M < 4) takes one weight row at a time, front to back, with four partial sums: in
+ * step (M = 1) takes one weight row at a time, front to back, with four partial sums: in
  * wasmtime that streams at the memory's speed, where interleaving 2 or 4 weight rows ran at
- * half of it. Longer inputs are tiled: 4 rows of x times 2 rows of w per inner loop, over a
- * block of w rows small enough to stay in the core's cache while every row tile passes over
- * it, so the weights come from memory once per call rather than once per row; float16
- * blocks are widened once into a float32 buffer first.
+ * half of it. More rows are tiled: 4 rows of x times 2 rows of w per inner loop, over a
+ * block of w rows small enough to stay in the core's cache while every row passes over it,
+ * so the weights come from memory once per call rather than once per row; float16 blocks
+ * are widened once into a float32 buffer first.
  */
 #include "common.h"
 
@@ -189,7 +189,9 @@ EXPORT(linear)
 void linear(const float *x, const void *w, const float *bias, const float *residual,
             float *out, int M, int K, int N, int flags) {
     int f16 = (flags & F_W16) != 0;
-    if (M < 4) /* nothing to reuse: stream w once per row, front to back */
+    /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
+     * weights also go row by row: widening the weights costs more than reading them. */
+    if (M == 1 || (f16 && M < 4))
         rows_streamed(x, w, bias, out, M, K, N, flags, f16);
     else
         rows_tiled(x, w, bias, out, M, K, N, flags, f16);
