@@ -30,11 +30,10 @@ from webgpt2.generation import (  # noqa: E402
     NoBadWordsLogitsProcessor,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
-    StopStringMatcher,
     TopKSampler,
     score_sequences,
 )
-from webgpt2.generation.stopping import GeneratedText, TextStream  # noqa: E402
+from webgpt2.generation.streamers import TextStreamer  # noqa: E402
 
 START = 50256  # <|endoftext|>: GPT-2's start, end and pad token
 PROMPTS = ["Hi", "The quick brown fox jumps over",
@@ -417,15 +416,20 @@ def test_stop_string_ending_inside_a_token(small):
 
 
 def test_text_stream_holds_back_only_what_may_begin_a_stop_string():
-    row = GeneratedText(StopStringMatcher(["abc", "\u20ac!"]))
-    stream = TextStream(row)
     euro = "\u20ac".encode()  # three bytes, split across two tokens below
-    pieces = []
-    for data in (b"xa", b"b", b"d", euro[:2], euro[2:] + b"!tail"):
-        stopped = row.add(data)
-        pieces.append(stream.pull(final=stopped))
+    tokens = [b"xa", b"b", b"d", euro[:2], euro[2:] + b"!tail"]
+
+    class Bytes:  # token i is tokens[i]
+        special_token_ids: list[int] = []
+
+        def ids_to_bytes(self, ids):
+            return b"".join(tokens[i] for i in ids)
+
+    streamer = TextStreamer(Bytes(), stop_strings=["abc", "\u20ac!"])
+    pieces = [streamer.put([i]) for i in range(len(tokens))]
     assert pieces == ["x", "", "abd", "", "\u20ac!"]
-    assert row.cut == len(b"tail")
+    assert streamer.stopped and streamer.end() == ""
+    assert streamer.row.cut == len(b"tail")
 
 
 def test_stop_strings_multi_token_and_not_in_the_prompt(tiny):
@@ -466,30 +470,6 @@ def test_score_of_a_ragged_batch_equals_transformers_loss(small):
     assert total == pytest.approx(batched, rel=1e-5)
 
 
-# ---- the command line --------------------------------------------------------------------
-def test_cli_beam_and_processors_print_what_generate_returns(tiny, capsys):
-    from webgpt2.cli import main
-
-    lm, _, folder = tiny
-    common = ["--model", str(folder), "--backend", "cpu", "--max-new-tokens", "8", "--quiet"]
-    assert main(["generate", "The quick", *common, "--sampler", "beam", "--num-beams", "3",
-                 "--length-penalty", "0.5", "--early-stopping", "true",
-                 "--no-repeat-ngram-size", "2"]) == 0
-    expected = lm.generate("The quick", max_new_tokens=8, no_repeat_ngram_size=2,
-                           sampler=BeamSampler(3, length_penalty=0.5, early_stopping=True))
-    assert capsys.readouterr().out == expected + "\n"
-    assert main(["generate", "The quick", *common, "--sampler", "contrastive", "--top-k", "3",
-                 "--penalty-alpha", "0.4", "--repetition-penalty", "1.3", "--min-new-tokens",
-                 "2", "--bad-words", " Port", "--stop", "an", "--stop-token-ids"]) == 0
-    expected = lm.generate("The quick", max_new_tokens=8, repetition_penalty=1.3,
-                           min_new_tokens=2, stop_strings=["an"], stop_token_ids=None,
-                           bad_words_ids=[lm.preprocessor.tokenizer.tokenize(" Port")],
-                           sampler=ContrastiveSampler(k=3, alpha=0.4))
-    assert capsys.readouterr().out == expected + "\n"
-    assert main(["generate", "hi", *common, "--sampler", "beam", "--num-beams", "0"]) == 2
-    assert "num_beams is 0" in capsys.readouterr().err
-
-
 # ---- errors name the bad value -----------------------------------------------------------
 @pytest.mark.parametrize("make,match", [
     (lambda: BeamSampler(num_beams=0), "num_beams is 0; expected an integer >= 1"),
@@ -527,6 +507,7 @@ def test_bad_generate_options_are_named(tiny):
     "webgpt2.generation.logits_processors", "webgpt2.generation.stopping",
     "webgpt2.generation.samplers", "webgpt2.generation.beam_search",
     "webgpt2.generation.contrastive_search", "webgpt2.generation.scoring",
+    "webgpt2.generation.config", "webgpt2.generation.streamers",
     "webgpt2.generation.generative_task", "webgpt2.backends.base",
     "webgpt2.backends.cpu.backend", "webgpt2.backends.cpu.buffers",
     "webgpt2.backends.cpu.parallel"])

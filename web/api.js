@@ -93,9 +93,10 @@ export function createClient(workerUrl = new URL("./worker.js", import.meta.url)
     /**
      * Generate from prompt. options: maxNewTokens, sampler ("greedy", "random", "top_k",
      * "top_p", "contrastive", "beam"), temperature, k, p, seed, alpha (contrastive),
-     * numBeams and lengthPenalty (beam), repetitionPenalty, noRepeatNgramSize,
-     * minNewTokens, stopStrings (a string or an array), onToken({text, tokenIds,
-     * elapsedMs}). Beam search cannot stream: onToken is called once, at the end.
+     * numBeams, lengthPenalty and earlyStopping (beam), repetitionPenalty,
+     * noRepeatNgramSize, minNewTokens, stopStrings (a string or an array): GenerationConfig's
+     * options (web/README.md). onToken({text, tokenIds, elapsedMs}) is called per token.
+     * Beam search cannot stream: onToken is called once, at the end.
      * Resolves with {text, tokenIds, timings, stopped, streamed, sampler, backend}.
      */
     async generate(prompt, { onToken, ...options } = {}) {

@@ -11,12 +11,18 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import webgpt2
 from webgpt2.backends import backend_status, get_backend, register_backend
-from webgpt2.generation.samplers import Sampler, SearchSampler, get_sampler
+from webgpt2.generation.config import (
+    GenerationConfig,
+    GenerationOptionError,
+    UnexpectedOptionError,
+    sampler_from_config,
+)
+from webgpt2.generation.samplers import sampler_class
 
 _hooks: Any = None  # worker.js's object: stop_requested(), and tick() to let messages in
 _model: Any = None
@@ -130,113 +136,55 @@ def _describe(backend: Any) -> str:
     return str(info.get("adapter") or info.get("device") or info.get("name") or backend.name)
 
 
-class _Recording:
-    """What both recording wrappers share: the wrapped sampler's seed, name and config, and
-    the generated ids with the time each came (one prompt, so one row)."""
-
-    def __init__(self, inner: Sampler) -> None:
-        super().__init__(inner.seed)  # the sampler base class that follows in the MRO
-        self.inner = inner
-        self.name = inner.name
-        self.token_ids: list[int] = []
-        self.times: list[float] = []
-
-    def get_config(self) -> dict:
-        return self.inner.get_config()
+# The page's name for each GenerationConfig option it takes (camelCase, as JavaScript
+# spells them); a test checks that every one names a field of the config.
+PAGE_OPTIONS = {
+    "maxNewTokens": "max_new_tokens", "minNewTokens": "min_new_tokens",
+    "stopStrings": "stop_strings", "sampler": "sampler", "temperature": "temperature",
+    "k": "top_k", "p": "top_p", "numBeams": "num_beams", "lengthPenalty": "length_penalty",
+    "earlyStopping": "early_stopping", "alpha": "penalty_alpha", "seed": "seed",
+    "repetitionPenalty": "repetition_penalty", "noRepeatNgramSize": "no_repeat_ngram_size",
+}
+# The page's own defaults where they differ from the config's (or its sampler's).
+PAGE_DEFAULTS = {"max_new_tokens": 32, "top_p": 0.9, "num_beams": 4}
 
 
-class _RecordingSampler(_Recording, Sampler):
-    """Wraps a sampler to note each sampled id and when it came."""
+def generation_config(options: dict) -> GenerationConfig:
+    """The checked GenerationConfig of the page's generate options (see `PAGE_OPTIONS`).
 
-    def __init__(self, inner: Sampler) -> None:
-        super().__init__(inner)
-        self.uses_randomness = inner.uses_randomness
-
-    def next_tokens(self, backend: Any, logits: Any, rngs: Any) -> list[int]:
-        ids = self.inner.next_tokens(backend, logits, rngs)
-        self.token_ids.append(ids[0])
-        self.times.append(time.perf_counter())
-        return ids
-
-
-class _RecordingSearch(_Recording, SearchSampler):
-    """Wraps a search sampler (contrastive, beam) to note the row's generated ids as its
-    decode writes them: after each step it yields (contrastive), or once at the end (beam,
-    which yields nothing)."""
-
-    def __init__(self, inner: SearchSampler) -> None:
-        super().__init__(inner)
-        self.streams = inner.streams
-
-    def run(self, model: Any, state: Any, options: Any) -> Iterator[Any]:
-        n = state.prompt_lengths[0]
-
-        def note() -> None:
-            ids = [t for t, m in zip(state.token_ids[0][n:], state.padding_mask[0][n:]) if m]
-            now = time.perf_counter()
-            self.times.extend([now] * (len(ids) - len(self.token_ids)))
-            self.token_ids[:] = ids
-
-        for step in self.inner.run(model, state, options):
-            note()
-            yield step
-        note()
+    A missing, null or empty option is off or its default; the form sends every field, so
+    an option the chosen sampler does not use is left out. Errors name the page's option.
+    """
+    unknown = sorted(set(options) - set(PAGE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown generate options {unknown}; expected some of "
+                         f"{sorted(PAGE_OPTIONS)}")
+    values = {PAGE_OPTIONS[name]: value for name, value in options.items()
+              if value is not None and value != "" and value != []}
+    if isinstance(values.get("stop_strings"), list):
+        values["stop_strings"] = [s for s in values["stop_strings"] if s != ""] or None
+    page_name = {field: name for name, field in PAGE_OPTIONS.items()}
+    try:
+        used = sampler_class(values.get("sampler") or "greedy").config_options
+    except ValueError as e:
+        raise ValueError(f"sampler: {e}") from None
+    strategy = set(GenerationConfig.strategy_options())
+    values = {k: v for k, v in values.items() if k not in strategy or k in used}
+    for field, value in PAGE_DEFAULTS.items():
+        if field not in values and (field in used or field not in strategy):
+            values[field] = value
+    for field, value in values.items():
+        # JSON has one number type: 4.0 from a form field is the integer 4.
+        if isinstance(value, float) and value.is_integer() and field in _INTEGERS:
+            values[field] = int(value)
+    try:
+        return GenerationConfig(**values).validate()
+    except (GenerationOptionError, UnexpectedOptionError) as e:
+        raise ValueError(e.renamed(page_name[e.option])) from None
 
 
-def make_sampler(options: dict) -> Sampler:
-    """A sampler from the page's options: sampler, temperature, k, p (top_k, top_p,
-    contrastive), alpha (contrastive), numBeams and lengthPenalty (beam)."""
-    name = options.get("sampler") or "greedy"
-    kwargs: dict = {}
-    if name in ("random", "top_k", "top_p"):
-        kwargs["temperature"] = float(options.get("temperature", 1.0))
-    if name == "top_k":
-        kwargs["k"] = int(options.get("k", 5))
-    if name == "top_p":
-        kwargs["p"] = float(options.get("p", 0.9))
-        if options.get("k"):
-            kwargs["k"] = int(options["k"])
-    if name == "contrastive":
-        kwargs["k"] = int(options.get("k") or 5)
-        kwargs["alpha"] = float(_given(options, "alpha", 0.6))
-    if name == "beam":
-        kwargs["num_beams"] = int(options.get("numBeams") or 4)
-        kwargs["length_penalty"] = float(_given(options, "lengthPenalty", 1.0))
-    return get_sampler(name, **kwargs)
-
-
-def _given(options: dict, key: str, default: Any = None) -> Any:
-    """options[key], or default when it is missing, null or an empty string."""
-    value = options.get(key)
-    return default if value is None or value == "" else value
-
-
-def _stop_strings(value: Any) -> list[str] | None:
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise ValueError(f"stopStrings is {value!r}; expected a string or a list of strings")
-    return [s for s in value if s] or None
-
-
-def generate_options(options: dict) -> dict:
-    """`GPT2CausalLM.generate`'s keyword options (besides the sampler) from the page's:
-    maxNewTokens, seed, repetitionPenalty, noRepeatNgramSize, minNewTokens, stopStrings.
-    A missing, null or empty option is off."""
-    seed = _given(options, "seed")
-    penalty = _given(options, "repetitionPenalty")
-    ngram = _given(options, "noRepeatNgramSize")
-    minimum = _given(options, "minNewTokens")
-    return {
-        "max_new_tokens": int(_given(options, "maxNewTokens", 32)),
-        "seed": None if seed is None else int(seed),
-        "repetition_penalty": None if penalty is None else float(penalty),
-        "no_repeat_ngram_size": None if ngram is None else int(ngram),
-        "min_new_tokens": None if minimum is None else int(minimum),
-        "stop_strings": _stop_strings(options.get("stopStrings")),
-    }
+_INTEGERS = {"max_new_tokens", "min_new_tokens", "top_k", "num_beams", "seed",
+             "no_repeat_ngram_size"}
 
 
 def _stop_requested() -> bool:
@@ -255,39 +203,34 @@ def _stop_requested() -> bool:
 def generate(prompt: str, options_json: str, on_text: Any) -> dict:
     """Generate from prompt, calling on_text(piece, new_ids_json, elapsed_ms) as text comes.
 
-    options: see `make_sampler` and `generate_options`. Beam search cannot stream: its
-    text comes in one piece when it is done, and Stop cannot end it early. Returns the
-    text, the generated token ids, timings and whether Stop ended it.
+    options: the page's names for GenerationConfig's (see `generation_config`). Beam
+    search cannot stream: its text comes in one piece when it is done, and Stop cannot end
+    it early. Returns the text, the generated token ids, timings and whether Stop ended it.
     """
     if _model is None:
         raise RuntimeError("no model is loaded: load one before generating")
-    options = json.loads(options_json)
-    inner = make_sampler(options)
-    sampler: Any = (_RecordingSearch(inner) if isinstance(inner, SearchSampler)
-                    else _RecordingSampler(inner))
-    kwargs = generate_options(options)
+    config = generation_config(json.loads(options_json))
+    sampler = sampler_from_config(config)
+    streams = getattr(sampler, "streams", True)
     start = time.perf_counter()
     text: list[str] = []
+    token_ids: list[int] = []
+    times: list[float] = []  # when each id arrived
     stopped = False
-    streams = getattr(sampler, "streams", True)
-    if not streams:
-        text.append(_model.generate(prompt, sampler=sampler, strip_prompt=True, **kwargs))
-        on_text(text[0], json.dumps(sampler.token_ids), (time.perf_counter() - start) * 1000)
-    else:
-        pieces = _model.stream(prompt, sampler=sampler, **kwargs)
-        sent = 0
-        try:
-            for piece in pieces:
-                text.append(piece)
-                new_ids, sent = sampler.token_ids[sent:], len(sampler.token_ids)
-                on_text(piece, json.dumps(new_ids), (time.perf_counter() - start) * 1000)
-                if _stop_requested():
-                    stopped = True
-                    break
-        finally:
-            pieces.close()  # frees the KV cache on the backend even when stopped early
+    steps = _model.stream_tokens(prompt, generation_config=config)
+    try:
+        for piece, ids in steps:
+            now = time.perf_counter()
+            text.append(piece)
+            token_ids += ids
+            times += [now] * len(ids)
+            on_text(piece, json.dumps(ids), (now - start) * 1000)
+            if streams and _stop_requested():
+                stopped = True
+                break
+    finally:
+        steps.close()  # frees the KV cache on the backend even when stopped early
     end = time.perf_counter()
-    times = sampler.times
     first = times[0] if times else end
     decode = None
     if len(times) > 1 and times[-1] > times[0]:  # beam's tokens all arrive at once
@@ -295,17 +238,17 @@ def generate(prompt: str, options_json: str, on_text: Any) -> dict:
     return {
         "text": "".join(text),
         "prompt": prompt,
-        "tokenIds": list(sampler.token_ids),
+        "tokenIds": token_ids,
         "stopped": stopped,
         "streamed": bool(streams),
-        "sampler": inner.name,
+        "sampler": sampler.name,
         "backend": _model_info.get("backend"),
         "timings": {
             "timeToFirstTokenMs": (first - start) * 1000,
             "decodeMsPerToken": None if decode is None else decode * 1000,
             "tokensPerSecond": None if not decode else 1.0 / decode,
             "totalMs": (end - start) * 1000,
-            "generatedTokens": len(sampler.token_ids),
+            "generatedTokens": len(token_ids),
         },
     }
 

@@ -26,11 +26,14 @@ _LAZY = {
     "GPT2Preprocessor": "webgpt2.models.gpt2.gpt2_preprocessor",
     "GPT2CausalLMPreprocessor": "webgpt2.models.gpt2.gpt2_causal_lm_preprocessor",
     "ReverseEmbedding": "webgpt2.layers.reverse_embedding",
+    "GenerationConfig": "webgpt2.generation.config",
     "GreedySampler": "webgpt2.generation.samplers",
     "RandomSampler": "webgpt2.generation.samplers",
     "TopKSampler": "webgpt2.generation.samplers",
     "TopPSampler": "webgpt2.generation.samplers",
     "get_sampler": "webgpt2.generation.samplers",
+    "sampler_from_config": "webgpt2.generation.config",
+    "TextStreamer": "webgpt2.generation.streamers",
 }
 
 __all__ = [

@@ -28,59 +28,117 @@ def _load(model: str, backend: str | None, dtype: str | None, progress: bool):
     return GPT2CausalLM.from_pretrained(model, backend=backend, dtype=dtype, progress=progress)
 
 
-def _sampler(args: argparse.Namespace):
-    from webgpt2.generation.samplers import get_sampler
+# How each GenerationConfig option is given on the command line: the flags are built from
+# the config's fields (their help is the field's doc), and a test checks that every field
+# is here or in _NOT_FLAGS. "flag" defaults to --the-field-name.
+_FLAGS: dict[str, dict] = {
+    "max_length": {"type": int},
+    "max_new_tokens": {"type": int},
+    "min_new_tokens": {"type": int},
+    "stop_token_ids": {"type": int, "nargs": "*", "metavar": "ID",
+                       "help": "stop tokens instead of the end token (none: never stop early)"},
+    "stop_strings": {"flag": "--stop", "action": "append", "metavar": "TEXT",
+                     "help": "stop once the generated text contains TEXT (repeatable); the "
+                             "output ends where it ends"},
+    "sampler": {"choices": ["greedy", "random", "top_k", "top_p", "beam", "contrastive"]},
+    "temperature": {"type": float},
+    "top_k": {"type": int},
+    "top_p": {"type": float},
+    "num_beams": {"type": int},
+    "length_penalty": {"type": float},
+    "early_stopping": {"metavar": "{true,false,never}"},
+    "penalty_alpha": {"type": float},
+    "seed": {"type": int},
+    "repetition_penalty": {"type": float},
+    "no_repeat_ngram_size": {"type": int},
+    "bad_words_ids": {"flag": "--bad-words", "action": "append", "metavar": "TEXT",
+                      "help": "never generate this text's tokens in a row (repeatable; mind "
+                              "the leading space: ' word')"},
+}
+# Options only the Python API has: objects, and the prompt that the command always prints.
+_NOT_FLAGS = {"logits_processors", "strip_prompt"}
+# The command line's own defaults where they differ from the config's (or its sampler's).
+_DEFAULTS = {"max_new_tokens": 64, "top_p": 0.9, "num_beams": 4}
 
-    options: dict = {}
-    if args.sampler in ("random", "top_k", "top_p"):
-        options["temperature"] = args.temperature
-    if args.sampler == "top_k":
-        options["k"] = args.top_k
-    if args.sampler == "top_p":
-        options["p"] = args.top_p
-        if args.top_k:
-            options["k"] = args.top_k
-    if args.sampler == "beam":
-        options.update(num_beams=args.num_beams, length_penalty=args.length_penalty,
-                       early_stopping=args.early_stopping)
-    if args.sampler == "contrastive":
-        options.update(k=args.top_k or 5, alpha=args.penalty_alpha)
-    return get_sampler(args.sampler, **options)
+
+def _flag(option: str) -> str:
+    return _FLAGS[option].get("flag", "--" + option.replace("_", "-"))
 
 
-def _generate_options(args: argparse.Namespace, lm) -> dict:
-    """generate()'s keyword options from the command line's."""
-    options: dict = {"max_new_tokens": args.max_new_tokens, "sampler": _sampler(args),
-                     "seed": args.seed, "repetition_penalty": args.repetition_penalty,
-                     "no_repeat_ngram_size": args.no_repeat_ngram_size,
-                     "min_new_tokens": args.min_new_tokens, "stop_strings": args.stop}
-    if args.bad_words:
-        tokenizer = lm.preprocessor.tokenizer
-        options["bad_words_ids"] = [tokenizer.tokenize(word) for word in args.bad_words]
-    if args.stop_token_ids is not None:
-        options["stop_token_ids"] = args.stop_token_ids or None
-    return options
+def _add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    from webgpt2.generation.config import GenerationConfig
+
+    for option in GenerationConfig.option_names():
+        if option in _NOT_FLAGS:
+            continue
+        spec = {k: v for k, v in _FLAGS[option].items() if k != "flag"}
+        spec.setdefault("help", GenerationConfig.option_doc(option))
+        if option in _DEFAULTS:
+            spec["help"] += f"; here {_DEFAULTS[option]} by default"
+        parser.add_argument(_flag(option), dest=option, default=None, **spec)
+
+
+def generation_config(args: argparse.Namespace, tokenize=None):
+    """The checked GenerationConfig of the command line's flags; an error names the flag.
+
+    tokenize turns --bad-words texts into ids (the model's tokenizer); without it they are
+    only checked for being given."""
+    from webgpt2.generation.config import (
+        GenerationConfig,
+        GenerationOptionError,
+        UnexpectedOptionError,
+        sampler_class,
+    )
+
+    options = {o: getattr(args, o) for o in _FLAGS if getattr(args, o) is not None}
+    if "early_stopping" in options:
+        choices = {"true": True, "false": False, "never": "never"}
+        value = options["early_stopping"]
+        if value.lower() not in choices:
+            raise CommandLineError(f"--early-stopping is {value!r}; expected true, false or "
+                                   "never")
+        options["early_stopping"] = choices[value.lower()]
+    if "stop_token_ids" in options:
+        options["stop_token_ids"] = options["stop_token_ids"] or None
+    if "bad_words_ids" in options:
+        words = options["bad_words_ids"]
+        options["bad_words_ids"] = [tokenize(w) for w in words] if tokenize else [[0]]
+    try:
+        used = sampler_class(options.get("sampler") or "greedy").config_options
+    except ValueError as e:
+        raise CommandLineError(f"--sampler: {e}") from None
+    for option, value in _DEFAULTS.items():
+        if option not in options and (option in used or option == "max_new_tokens"):
+            options[option] = value
+    try:
+        return GenerationConfig(**options).validate()
+    except UnexpectedOptionError as e:
+        sampler = options.get("sampler") or "greedy"
+        raise CommandLineError(f"{_flag(e.option)} is not used by --sampler {sampler}") from None
+    except GenerationOptionError as e:
+        raise CommandLineError(e.renamed(_flag(e.option))) from None
+
+
+class CommandLineError(ValueError):
+    """A bad flag: printed as one line, exit status 2."""
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    generation_config(args)  # a bad flag fails before the model loads
     lm = _load(args.model, args.backend, args.dtype, progress=not args.quiet)
     loaded = time.perf_counter()
-    options = _generate_options(args, lm)
+    config = generation_config(args, lm.preprocessor.tokenizer.tokenize)
     out = sys.stdout
     count = 0
     first = None
-    if not getattr(options["sampler"], "streams", True):
-        # Beam search knows its text only at the end.
-        text = lm.generate(args.prompt, **options)
-        first = time.perf_counter()
-        out.write(text)
-    else:
-        out.write(args.prompt)
-        out.flush()
-        for piece in lm.stream(args.prompt, **options):
-            if first is None:
-                first = time.perf_counter()
+    out.write(args.prompt)
+    out.flush()
+    # stream_tokens: a search that knows its text only at the end (beam) gives it then.
+    for piece, _ in lm.stream_tokens(args.prompt, generation_config=config):
+        if first is None:
+            first = time.perf_counter()
+        if piece:
             count += 1
             out.write(piece)
             out.flush()
@@ -130,15 +188,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _early_stopping(value: str) -> bool | str:
-    choices = {"true": True, "false": False, "never": "never"}
-    if value.lower() not in choices:
-        raise argparse.ArgumentTypeError(f"{value!r}; expected true, false or never")
-    return choices[value.lower()]
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, like the command's others."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"webgpt2: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webgpt2", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="webgpt2", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate text from a prompt, streamed")
@@ -149,34 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--backend", default=None, help="cpu, webgpu (default: the first available)")
     gen.add_argument("--dtype", default=None, choices=["float32", "float16"],
                      help="weight storage on webgpu (float16 halves the weight memory and traffic)")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--sampler", default="greedy",
-                     choices=["greedy", "random", "top_k", "top_p", "beam", "contrastive"])
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=None,
-                     help="top_k/top_p: the k cut; contrastive: the candidates (default 5)")
-    gen.add_argument("--top-p", type=float, default=0.9)
-    gen.add_argument("--seed", type=int, default=None)
-    search = gen.add_argument_group("beam and contrastive search")
-    search.add_argument("--num-beams", type=int, default=4)
-    search.add_argument("--length-penalty", type=float, default=1.0,
-                        help="beam: finished scores are divided by length ** this")
-    search.add_argument("--early-stopping", type=_early_stopping, default=False,
-                        metavar="{true,false,never}")
-    search.add_argument("--penalty-alpha", type=float, default=0.6,
-                        help="contrastive: the degeneration penalty's weight, in [0, 1]")
-    proc = gen.add_argument_group("logits processors and stopping")
-    proc.add_argument("--repetition-penalty", type=float, default=None)
-    proc.add_argument("--no-repeat-ngram-size", type=int, default=None)
-    proc.add_argument("--min-new-tokens", type=int, default=None)
-    proc.add_argument("--bad-words", action="append", default=None, metavar="TEXT",
-                      help="never generate this text's tokens in a row (repeatable; mind "
-                           "the leading space: ' word')")
-    proc.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                      help="stop once the generated text contains TEXT (repeatable); the "
-                           "output ends where it ends")
-    proc.add_argument("--stop-token-ids", type=int, nargs="*", default=None, metavar="ID",
-                      help="stop tokens instead of the end token (none: never stop early)")
+    _add_generation_flags(gen.add_argument_group("generation (GenerationConfig's options)"))
     gen.add_argument("--quiet", action="store_true", help="no progress bars or timing line")
     gen.set_defaults(func=cmd_generate)
 
@@ -194,8 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "sampler", None) == "top_k" and args.top_k is None:
-        args.top_k = 5
     try:
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as e:

@@ -25,7 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from webgpt2.generation.decoding import DecodeOptions, GenerationState, process_logits
+from webgpt2.generation.decoding import (
+    DecodeOptions,
+    GenerationState,
+    process_logits,
+    start_decode,
+)
 from webgpt2.generation.samplers import SearchSampler, register_sampler
 
 # transformers' stand-in for "impossible": added to scores that must never be chosen.
@@ -152,6 +157,8 @@ class BeamSampler(SearchSampler):
 
     name = "beam"
     streams = False
+    config_options = {"num_beams": "num_beams", "length_penalty": "length_penalty",
+                      "early_stopping": "early_stopping"}
 
     def __init__(self, num_beams: int = 5, return_all_beams: bool = False,
                  length_penalty: float = 1.0, early_stopping: bool | str = False,
@@ -178,24 +185,20 @@ class BeamSampler(SearchSampler):
         backend = model.backend
         nb = self.num_beams
         batch = len(state.token_ids)
-        max_length = len(state.token_ids[0])
         groups = [_Hypotheses(r, state, self, options) for r in range(batch)]
         keep = max(2, 1 + len(set(options.stop_token_ids))) * nb
         index = min(state.prompt_lengths)
         if not all(g.done for g in groups):
-            self._search(model, backend, state, options, groups, index, max_length, keep)
+            self._search(model, backend, state, options, groups, index, keep)
         self._write(state, options, groups)
         return
         yield  # a generator that yields nothing: beam search knows its tokens at the end
 
     def _search(self, model: Any, backend: Any, state: GenerationState, options: DecodeOptions,
-                groups: list[_Hypotheses], index: int, max_length: int, keep: int) -> None:
+                groups: list[_Hypotheses], index: int, keep: int) -> None:
         nb = self.num_beams
         prefill = index  # positions before it are the same in every beam of a prompt
-        ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
-        last, cache = model.prefill(ids, cache_length=max_length)
-        backend.release(ids)
-        logits = model.project(last)
+        logits, last, cache = start_decode(model, state)
         backend.release(last)
         rows = [g.row for g in groups for _ in range(nb)]
         identity = list(range(len(rows)))

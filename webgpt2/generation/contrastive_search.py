@@ -25,6 +25,7 @@ from webgpt2.generation.decoding import (
     GenerationState,
     accept_token,
     process_logits,
+    start_decode,
 )
 from webgpt2.generation.samplers import SearchSampler, register_sampler
 
@@ -50,6 +51,7 @@ class ContrastiveSampler(SearchSampler):
     """
 
     name = "contrastive"
+    config_options = {"top_k": "k", "penalty_alpha": "alpha"}
 
     def __init__(self, k: int = 5, alpha: float = 0.6, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -72,10 +74,7 @@ class ContrastiveSampler(SearchSampler):
         done = [state.prompt_lengths[r] >= state.row_ends[r] for r in range(batch)]
         if all(done):
             return
-        ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
-        context, cache = model.build_cache(ids, cache_length=max_length)  # [B, index, H]
-        backend.release(ids)
-        logits = model.project(backend.select_position(context, index - 1))
+        logits, context, cache = start_decode(model, state, all_positions=True)  # [B, index, H]
         vocabulary_size = backend.shape(logits)[-1]
         k = min(self.k, vocabulary_size)
         # Every row gets k cache rows: candidate j of row r is row r * k + j.

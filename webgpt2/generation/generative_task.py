@@ -22,40 +22,33 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from webgpt2.generation.config import (
+    GenerationConfig,
+    config_from_options,
+    sampler_from_config,
+)
 from webgpt2.generation.decoding import (
     DecodeOptions,
     GenerationState,
     accept_token,
     process_logits,
+    start_decode,
 )
-from webgpt2.generation.logits_processors import LogitsProcessor, build_logits_processors
-from webgpt2.generation.samplers import Sampler, SearchSampler, get_sampler
-from webgpt2.generation.stopping import GeneratedText, StopStringMatcher, TextStream
+from webgpt2.generation.logits_processors import build_logits_processors
+from webgpt2.generation.samplers import Sampler, SearchSampler
+from webgpt2.generation.stopping import GeneratedText, StopStringMatcher
+from webgpt2.generation.streamers import TextStreamer, token_bytes_of
 
 __all__ = ["GenerationState", "GenerativeTask"]
 
-# generate()'s options besides inputs and max_length, with their defaults.
-_OPTIONS: dict[str, Any] = {
-    "max_new_tokens": None,
-    "stop_token_ids": "auto",
-    "stop_strings": None,
-    "sampler": None,
-    "seed": None,
-    "strip_prompt": False,
-    "repetition_penalty": None,
-    "no_repeat_ngram_size": None,
-    "min_new_tokens": None,
-    "bad_words_ids": None,
-    "logits_processors": None,
-}
-
 
 class GenerativeTask:
-    """Mixin for models that generate text: `generate`, `stream` and `generate_step`.
+    """Mixin for models that generate text: `generate`, `stream`, `stream_tokens` and
+    `generate_step`.
 
     The model provides `backend`, `preprocessor`, `max_sequence_length`,
-    `build_cache(token_ids, cache_length)`, `prefill(token_ids, cache_length)` (the last
-    position's hidden states and the cache), `call_with_cache(...)` and `project(hidden)`.
+    `build_cache(token_ids, cache_length, last_position_only)`, `call_with_cache(...)` and
+    `project(hidden)`.
 
     Example:
         >>> from webgpt2 import GPT2CausalLM
@@ -68,35 +61,20 @@ class GenerativeTask:
 
     # ---- public API -------------------------------------------------------------------
     def generate(self, inputs: Any, max_length: int | None = None, *,
-                 max_new_tokens: int | None = None,
-                 stop_token_ids: Sequence[int] | str | None = "auto",
-                 stop_strings: Sequence[str] | str | None = None,
-                 sampler: str | Sampler | None = None, seed: int | None = None,
-                 strip_prompt: bool = False,
-                 repetition_penalty: float | None = None,
-                 no_repeat_ngram_size: int | None = None,
-                 min_new_tokens: int | None = None,
-                 bad_words_ids: Sequence[Sequence[int]] | None = None,
-                 logits_processors: Sequence[LogitsProcessor] | None = None,
-                 stream: Callable[[str], None] | None = None) -> Any:
+                 generation_config: GenerationConfig | None = None,
+                 stream: Callable[[str], None] | None = None, streamer: Any = None,
+                 **options: Any) -> Any:
         """Generate text (or token ids) for one prompt or a batch.
 
         inputs: a string, a list of strings, or a dict with "token_ids" and "padding_mask"
         (lists of rows, already packed as the preprocessor's `generate_preprocess` does).
-        max_length: total length of prompt plus generation (KerasHub's meaning); by default
-        the preprocessor's sequence_length. max_new_tokens: new tokens per row instead.
-        stop_token_ids: "auto" (the tokenizer's end token), None, or a list of ids.
-        stop_strings: a string or list of strings; a row stops once its generated text
-        contains one, and returned text ends where it ends (see `webgpt2.generation.
-        stopping` for the exact rule). Needs the preprocessor's tokenizer.
-        sampler: a name ("greedy", "random", "top_k", "top_p", "beam", "contrastive") or a
-        Sampler object. seed: makes random samplers reproducible (overrides the sampler's
-        own seed).
-        repetition_penalty, no_repeat_ngram_size, min_new_tokens, bad_words_ids: logits
-        processors with transformers' meaning (None means off); min_new_tokens holds back
-        the stop tokens. logits_processors: more `LogitsProcessor` objects, applied after.
+        max_length and the keyword options are `GenerationConfig`'s (max_new_tokens,
+        stop_token_ids, stop_strings, sampler, temperature, top_k, top_p, num_beams, seed,
+        repetition_penalty, ...: see it for each one's meaning and default); they override
+        `generation_config`'s, and an unknown one is an error naming it.
         stream: called with each new piece of text as it is produced (one prompt only; not
-        with beam search).
+        with beam search). streamer: an object with `put(token_ids)` and `end()` given each
+        step's new ids of the one prompt (beam search puts them all when it finishes).
         Returns a string, a list of strings, or for dict inputs a dict of token ids and
         padding mask. With `BeamSampler(return_all_beams=True)` each prompt gives a list
         of num_beams results, best first (and dicts get "scores").
@@ -109,28 +87,27 @@ class GenerativeTask:
             >>> text.startswith("ROMEO:") and text.count("\\n") <= 1
             True
         """
-        options = {
-            "max_new_tokens": max_new_tokens, "stop_token_ids": stop_token_ids,
-            "stop_strings": stop_strings, "sampler": sampler, "seed": seed,
-            "strip_prompt": strip_prompt, "repetition_penalty": repetition_penalty,
-            "no_repeat_ngram_size": no_repeat_ngram_size, "min_new_tokens": min_new_tokens,
-            "bad_words_ids": bad_words_ids, "logits_processors": logits_processors,
-        }
-        result = None
-        for kind, value in self._run(inputs, max_length, options, streaming=stream is not None):
-            if kind == "text":
-                stream(value)  # type: ignore[misc]
-            else:
-                result = value
-        return result
+        config = self._config(generation_config, max_length, options)
+        if stream is None and streamer is None:
+            return self._last(self._run(inputs, config, streaming=False))
+        steps = self._steps(inputs, config, pieces_only=stream is not None)
+        for text, ids in steps:
+            if streamer is not None and ids:
+                streamer.put(ids)
+            if stream is not None and text:
+                stream(text)
+        if streamer is not None:
+            streamer.end()
+        return steps.result
 
-    def stream(self, prompt: str, max_length: int | None = None, **options: Any
+    def stream(self, prompt: str, max_length: int | None = None, *,
+               generation_config: GenerationConfig | None = None, **options: Any
                ) -> Iterator[str]:
         """Yield the generated text piece by piece as tokens are produced.
 
         Takes the options of `generate`. A piece never ends inside a multi-byte character,
         and with stop_strings the pieces join to exactly the text `generate` returns after
-        the prompt.
+        the prompt. Beam search, which knows its text only at the end, cannot stream.
 
         Example:
             >>> from webgpt2 import GPT2CausalLM
@@ -139,23 +116,47 @@ class GenerativeTask:
             >>> "".join(pieces) == lm.generate("ROMEO:", max_new_tokens=6)[len("ROMEO:"):]
             True
         """
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise TypeError(f"unexpected generate options: {unknown}")
-        for kind, value in self._run(prompt, max_length, options, streaming=True):
-            if kind == "text":
-                yield value
+        config = self._config(generation_config, max_length, options)
+        steps = iter(self._steps(prompt, config, pieces_only=True))
+        try:
+            for text, _ in steps:
+                if text:
+                    yield text
+        finally:
+            steps.close()  # type: ignore[attr-defined]  # frees the cache when left early
+
+    def stream_tokens(self, prompt: str, max_length: int | None = None, *,
+                      generation_config: GenerationConfig | None = None, **options: Any
+                      ) -> Iterator[tuple[str, list[int]]]:
+        """Yield (text, token_ids) as tokens are produced: each step's new ids (the stop
+        token included) with the text they made safe to show, which may be "" (see
+        `TextStreamer`); a last ("...", []) gives text held back to the end, if any.
+
+        Takes the options of `generate`. The texts join as `stream`'s pieces do and the ids
+        are the generated ones; beam search yields all of its ids once, when it finishes.
+
+        Example:
+            >>> from webgpt2 import GPT2CausalLM
+            >>> lm = GPT2CausalLM.from_preset("gpt2_shakespeare_en")
+            >>> steps = list(lm.stream_tokens("ROMEO:", max_new_tokens=6))
+            >>> [len(ids) for _, ids in steps]
+            [1, 1, 1, 1, 1, 1]
+            >>> "".join(t for t, _ in steps) == "".join(lm.stream("ROMEO:", max_new_tokens=6))
+            True
+        """
+        config = self._config(generation_config, max_length, options)
+        yield from self._steps(prompt, config, pieces_only=False)
 
     def generate_step(self, inputs: dict, stop_token_ids: Sequence[int] | None = None,
-                      end_token_id: int | None = None, sampler: str | Sampler | None = None,
-                      seed: int | None = None, max_new_tokens: int | None = None,
+                      end_token_id: int | None = None, *,
+                      generation_config: GenerationConfig | None = None,
                       **options: Any) -> dict:
         """Fill a packed batch: KerasHub's `generate_step` on token ids.
 
         inputs: {"token_ids": [[...]], "padding_mask": [[...]]}, every row of the same
         length (that length is max_length). Returns the same dict with the generated ids
         filled in and a padding mask that is True up to and including each row's stop token.
-        Also takes generate's logits-processor options and stop_strings.
+        Takes generate's other options too (sampler, seed, logits processors, ...).
 
         Example:
             >>> from webgpt2 import GPT2Backbone, GPT2CausalLM
@@ -172,83 +173,88 @@ class GenerativeTask:
         """
         if end_token_id is not None:
             stop_token_ids = [end_token_id]
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise TypeError(f"unexpected generate options: {unknown}")
-        options = {**options, "stop_token_ids": stop_token_ids, "sampler": sampler,
-                   "seed": seed, "max_new_tokens": max_new_tokens}
-        result = None
-        for kind, value in self._run(inputs, None, options, streaming=False):
-            if kind == "result":
-                result = value
-        return result  # type: ignore[return-value]
+        options = {**options, "stop_token_ids": stop_token_ids}
+        config = self._config(generation_config, None, options)
+        return self._last(self._run(inputs, config, streaming=False))
 
     # ---- the loop ---------------------------------------------------------------------
-    def _run(self, inputs: Any, max_length: int | None, options: dict, streaming: bool
-             ) -> Iterator[tuple[str, Any]]:
-        options = {**_OPTIONS, **options}
-        max_new_tokens = options["max_new_tokens"]
-        _check_max_new_tokens(max_new_tokens)
-        sampler = get_sampler(options["sampler"])
+    @staticmethod
+    def _config(generation_config: GenerationConfig | None, max_length: int | None,
+                options: dict) -> GenerationConfig:
+        if max_length is not None:
+            options = {**options, "max_length": max_length}
+        return config_from_options(generation_config, options)
+
+    @staticmethod
+    def _last(events: Iterator[tuple[str, Any]]) -> Any:
+        result = None
+        for kind, value in events:
+            if kind == "result":
+                result = value
+        return result
+
+    def _steps(self, prompt: Any, config: GenerationConfig, pieces_only: bool) -> _Steps:
+        """(text, ids) per generated step of one prompt; `result` is generate's after."""
+        if not isinstance(prompt, str):
+            raise ValueError("streaming takes a single prompt string; got "
+                             f"{type(prompt).__name__}")
+        return _Steps(self._run(prompt, config, streaming=True, pieces_only=pieces_only),
+                      TextStreamer(self._require_preprocessor().tokenizer,
+                                   config.stop_strings))
+
+    def _run(self, inputs: Any, config: GenerationConfig, streaming: bool,
+             pieces_only: bool = False) -> Iterator[tuple[str, Any]]:
+        """Events of one generation: ("ids", a step's new ids of the one prompt) while
+        streaming, then ("result", what generate returns)."""
+        sampler = sampler_from_config(config)
         single = isinstance(inputs, str)
         is_dict = isinstance(inputs, dict)
-        if streaming and not single:
-            raise ValueError("streaming takes a single prompt string; got "
-                             f"{type(inputs).__name__}")
-        if streaming and isinstance(sampler, SearchSampler) and not sampler.streams:
+        searches_to_the_end = isinstance(sampler, SearchSampler) and not sampler.streams
+        if streaming and searches_to_the_end and (
+                pieces_only or getattr(sampler, "return_all_beams", False)):
             raise ValueError(f"the {sampler.name!r} sampler knows its tokens only at the end; "
                              "it cannot stream (call generate without stream)")
-        decode_options = self._decode_options(options, streaming)
+        decode_options = self._decode_options(config)
         if is_dict:
-            if max_length is not None:
+            if config.max_length is not None:
                 raise ValueError("max_length is the packed rows' length for dict inputs; "
                                  "pack them to the length you want")
-            state = self._state_from_packed(inputs, max_new_tokens)
+            state = self._state_from_packed(inputs, config.max_new_tokens)
         else:
-            state = self._state_from_text(inputs, max_length, max_new_tokens)
-        if decode_options.token_bytes is not None:
+            state = self._state_from_text(inputs, config.max_length, config.max_new_tokens)
+        if decode_options.stop_strings is not None:
             state.generated = [GeneratedText(decode_options.stop_strings)
                                for _ in state.token_ids]
-        text_stream = TextStream(state.generated[0]) if streaming else None
-        for _, forced in self._decode(state, decode_options, sampler):
-            if text_stream is not None and not forced[0]:
-                text = text_stream.pull()
-                if text:
-                    yield "text", text
-        if text_stream is not None:
-            rest = text_stream.pull(final=True)
-            if rest:
-                yield "text", rest
+        for tokens, forced in self._decode(state, decode_options, sampler):
+            if streaming and not forced[0]:
+                yield "ids", [tokens[0]]
+        if streaming and searches_to_the_end:
+            n = state.prompt_lengths[0]
+            yield "ids", [t for t, m in zip(state.token_ids[0][n:], state.padding_mask[0][n:])
+                          if m]
         yield "result", self._result(state, decode_options, single, is_dict,
-                                     options["strip_prompt"])
+                                     config.strip_prompt)
 
-    def _decode_options(self, options: dict, streaming: bool) -> DecodeOptions:
-        stop_token_ids = options["stop_token_ids"]
+    def _decode_options(self, config: GenerationConfig) -> DecodeOptions:
+        stop_token_ids = config.stop_token_ids
         if stop_token_ids == "auto":
             stop_token_ids = [self._require_preprocessor().tokenizer.end_token_id]
-        elif stop_token_ids is not None:
-            if isinstance(stop_token_ids, int) or any(
-                    isinstance(t, bool) or not isinstance(t, int) for t in stop_token_ids):
-                raise ValueError(f"stop_token_ids is {stop_token_ids!r}; expected 'auto', "
-                                 "None or a list of token ids")
         stop_token_ids = tuple(stop_token_ids or ())
         matcher = None
-        if options["stop_strings"] is not None:
-            matcher = StopStringMatcher(options["stop_strings"])
         token_bytes = None
-        if matcher is not None or streaming:
-            token_bytes = _token_bytes(self._require_preprocessor().tokenizer)
+        if config.stop_strings is not None:
+            matcher = StopStringMatcher(config.stop_strings)
+            token_bytes = token_bytes_of(self._require_preprocessor().tokenizer)
         processors = build_logits_processors(
-            repetition_penalty=options["repetition_penalty"],
-            no_repeat_ngram_size=options["no_repeat_ngram_size"],
-            bad_words_ids=options["bad_words_ids"],
-            min_new_tokens=options["min_new_tokens"],
+            repetition_penalty=config.repetition_penalty,
+            no_repeat_ngram_size=config.no_repeat_ngram_size,
+            bad_words_ids=config.bad_words_ids,
+            min_new_tokens=config.min_new_tokens,
             eos_token_ids=stop_token_ids,
-            logits_processors=options["logits_processors"],
+            logits_processors=config.logits_processors,
         )
         return DecodeOptions(stop_token_ids=stop_token_ids, processors=processors,
-                             stop_strings=matcher, token_bytes=token_bytes,
-                             seed=options["seed"])
+                             stop_strings=matcher, token_bytes=token_bytes, seed=config.seed)
 
     def _decode(self, state: GenerationState, options: DecodeOptions, sampler: Sampler
                 ) -> Iterator[tuple[list[int], list[bool]]]:
@@ -284,10 +290,7 @@ class GenerativeTask:
         done = [state.prompt_lengths[r] >= state.row_ends[r] for r in range(batch)]
         if all(done):
             return
-        ids = backend.tensor([row[:index] for row in state.token_ids], "int32")
-        last, cache = self.prefill(ids, cache_length=max_length)
-        backend.release(ids)
-        logits = self.project(last)
+        logits, last, cache = start_decode(self, state)
         backend.release(last)
         try:
             while True:
@@ -478,11 +481,6 @@ class GenerativeTask:
         return GenerationState(token_ids, mask, lengths, ends)
 
 
-def _check_max_new_tokens(max_new_tokens: int | None) -> None:
-    if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 0):
-        raise ValueError(f"max_new_tokens is {max_new_tokens!r}; expected an integer >= 0")
-
-
 def _strip(token_ids: list[list[int]], padding_mask: list[list[bool]],
            prompt_lengths: list[int]) -> dict:
     """Rows with their prompts moved out of the way: generated tokens first."""
@@ -492,16 +490,26 @@ def _strip(token_ids: list[list[int]], padding_mask: list[list[bool]],
     }
 
 
-def _token_bytes(tokenizer: Any) -> Callable[[int], bytes]:
-    """A token's bytes in generated text: special tokens count as no text."""
-    special = set(tokenizer.special_token_ids)
-    table: dict[int, bytes] = {}
+class _Steps:
+    """A generation's (text, ids) steps; after them, `result` is what generate returns.
 
-    def token_bytes(token: int) -> bytes:
-        data = table.get(token)
-        if data is None:
-            data = b"" if token in special else tokenizer.ids_to_bytes([token])
-            table[token] = data
-        return data
+    Closing it (or leaving a for loop over it early) ends the generation and frees its
+    cache on the backend."""
 
-    return token_bytes
+    def __init__(self, events: Iterator[tuple[str, Any]], streamer: TextStreamer) -> None:
+        self._events = events
+        self._streamer = streamer
+        self.result: Any = None
+
+    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
+        try:
+            for kind, value in self._events:
+                if kind == "ids":
+                    yield self._streamer.put(value), value
+                else:
+                    self.result = value
+            rest = self._streamer.end()
+            if rest:
+                yield rest, []
+        finally:
+            self._events.close()

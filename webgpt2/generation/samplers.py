@@ -28,6 +28,8 @@ class Sampler:
 
     name = "sampler"
     uses_randomness = False
+    # The GenerationConfig options this sampler takes, and its constructor's name for each.
+    config_options: dict[str, str] = {}
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
@@ -105,6 +107,7 @@ class RandomSampler(Sampler):
 
     name = "random"
     uses_randomness = True
+    config_options = {"temperature": "temperature"}
 
     def __init__(self, temperature: float = 1.0, seed: int | None = None) -> None:
         super().__init__(seed)
@@ -138,6 +141,7 @@ class TopKSampler(RandomSampler):
     """
 
     name = "top_k"
+    config_options = {"top_k": "k", "temperature": "temperature"}
 
     def __init__(self, k: int = 5, temperature: float = 1.0, seed: int | None = None) -> None:
         super().__init__(temperature, seed)
@@ -165,6 +169,7 @@ class TopPSampler(RandomSampler):
     """
 
     name = "top_p"
+    config_options = {"top_p": "p", "top_k": "k", "temperature": "temperature"}
 
     def __init__(self, p: float = 0.1, k: int | None = None, temperature: float = 1.0,
                  seed: int | None = None) -> None:
@@ -222,6 +227,16 @@ def get_sampler(identifier: str | Sampler | None, **kwargs: Any) -> Sampler:
             raise ValueError(f"options {sorted(kwargs)} given with a sampler object; "
                              "set them on the object instead")
         return identifier
-    if identifier not in _SAMPLERS:
-        raise ValueError(f"unknown sampler {identifier!r}; expected one of {sorted(_SAMPLERS)}")
-    return _SAMPLERS[identifier](**kwargs)
+    return sampler_class(identifier)(**kwargs)
+
+
+def sampler_class(name: str) -> type[Sampler]:
+    """The sampler class registered under `name`.
+
+    Example:
+        >>> sampler_class("top_p").config_options
+        {'top_p': 'p', 'top_k': 'k', 'temperature': 'temperature'}
+    """
+    if name not in _SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {sorted(_SAMPLERS)}")
+    return _SAMPLERS[name]

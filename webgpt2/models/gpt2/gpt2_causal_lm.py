@@ -167,11 +167,27 @@ class GPT2CausalLM(GenerativeTask):
             self.backend.release(ids)
         return self.project(hidden_states), hidden_states, cache
 
-    def build_cache(self, token_ids: Any, cache_length: int | None = None) -> tuple[Any, Any]:
+    def build_cache(self, token_ids: Any, cache_length: int | None = None,
+                    last_position_only: bool = False) -> tuple[Any, Any]:
         """Prefill: run `token_ids` [B, S] from position 0 into a new cache.
 
         The cache has max_length `cache_length` (default S, as KerasHub). Returns
-        (hidden_states [B, S, H], cache).
+        (hidden_states [B, S, H], cache). With last_position_only, hidden_states is the
+        last position's only, [B, 1, H]: what generation's next step needs, and it skips
+        the work nothing reads then (the last block's projection and MLP at the other
+        positions), which transformers' generate does not.
+
+        Example:
+            >>> from webgpt2 import GPT2Backbone
+            >>> backbone = GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
+            ...                         hidden_dim=8, intermediate_dim=16,
+            ...                         max_sequence_length=16, backend="cpu")
+            >>> backbone.initialize_weights(seed=0)
+            >>> lm = GPT2CausalLM(backbone)
+            >>> hidden, cache = lm.build_cache([[1, 2, 3]], cache_length=8,
+            ...                                last_position_only=True)
+            >>> lm.backend.shape(hidden), lm.backend.shape(cache)
+            ((1, 1, 8), (1, 1, 2, 8, 2, 4))
         """
         ids, (batch, seq_len) = self._token_tensor(token_ids)
         cache_length = seq_len if cache_length is None else cache_length
@@ -182,24 +198,16 @@ class GPT2CausalLM(GenerativeTask):
             raise ValueError(f"cache_length {cache_length} is shorter than the {seq_len} "
                              "tokens to prefill")
         cache = self.backbone.new_cache(batch, cache_length)
-        hidden_states = self.backbone.forward(ids, cache, 0)
+        hidden_states = self.backbone.forward(ids, cache, 0,
+                                              last_position_only=bool(last_position_only))
         if ids is not token_ids:
             self.backend.release(ids)
         return hidden_states, cache
 
     def prefill(self, token_ids: Any, cache_length: int) -> tuple[Any, Any]:
-        """`build_cache` for generation: (hidden_states [B, 1, H] of the last position,
-        cache). It skips the work no later step reads (the last block's projection and MLP
-        at the other positions), which transformers' generate does not."""
-        ids, (batch, seq_len) = self._token_tensor(token_ids)
-        if seq_len > self.max_sequence_length:
-            raise ValueError(f"prompt is {seq_len} tokens; this model's max_sequence_length "
-                             f"is {self.max_sequence_length}")
-        cache = self.backbone.new_cache(batch, cache_length)
-        hidden_states = self.backbone.forward(ids, cache, 0, last_position_only=True)
-        if ids is not token_ids:
-            self.backend.release(ids)
-        return hidden_states, cache
+        """`build_cache(token_ids, cache_length, last_position_only=True)`: an alias kept
+        for the benchmarks and backend tests that call it by this name."""
+        return self.build_cache(token_ids, cache_length, last_position_only=True)
 
     def __call__(self, token_ids: Any) -> Any:
         """logits [B, S, V] for a full sequence (no cache kept)."""
