@@ -178,8 +178,12 @@ def test_out_of_memory_is_a_clear_error_and_the_backend_goes_on():
     assert b.to_list(b.tensor([[1.0, 2.0]], "float32")) == [[1.0, 2.0]]
 
 
-def test_four_gib_is_the_default_limit(backend):
-    assert backend.memory.limit == 1 << 32
+def test_four_gib_is_the_default_limit(fresh):
+    from webgpt2.backends.wasm import WasmOutOfMemoryError
+
+    assert fresh.memory.limit == 1 << 32
+    with pytest.raises(WasmOutOfMemoryError, match="cannot allocate 4294967296 bytes"):
+        fresh.zeros((1 << 30,))  # 4 GiB: more than is left above the module's own data
 
 
 # ---- float16 storage ----------------------------------------------------------------------

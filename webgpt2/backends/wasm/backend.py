@@ -135,6 +135,7 @@ class WasmBackend(Backend):
     unwritten shows.
 
     Example:
+        >>> from webgpt2.backends import HostTensor
         >>> from webgpt2.backends.wasm import WasmBackend
         >>> b = WasmBackend()
         >>> b.argmax(b.tensor([[0.1, 3.0, 2.0]], "float32"))
