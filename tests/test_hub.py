@@ -155,7 +155,7 @@ def test_hub_id_through_the_endpoint_with_token(server, tmp_path, monkeypatch, c
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     cache = tmp_path / "cache"
     folder = resolve_checkpoint("openai-community/gpt2", cache_dir=cache, progress=False)
-    assert folder == cache / "hub" / "openai-community--gpt2" / "main"
+    assert folder == cache / "hub" / "openai-community" / "gpt2" / "main"
     assert (folder / "model.safetensors").is_file()
     assert all(path.startswith("/openai-community/gpt2/resolve/main/")
                for _, path in server.requests)
@@ -171,7 +171,7 @@ def test_legacy_id_revision_hf_endpoint_and_cache_env(server, tmp_path, monkeypa
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("WEBGPT2_CACHE", str(tmp_path / "env-cache"))
     folder = resolve_checkpoint("gpt2", revision="v1", progress=False)
-    assert folder == tmp_path / "env-cache" / "hub" / "gpt2" / "v1"
+    assert folder == tmp_path / "env-cache" / "hub" / "_" / "gpt2" / "v1"
     assert server.auth and set(server.auth) == {None}  # no token, no header
     monkeypatch.delenv("WEBGPT2_CACHE")
     assert cache_root() == tmp_path / "home" / ".cache" / "webgpt2"
@@ -218,7 +218,7 @@ def test_http_errors_name_url_and_status(server, tmp_path, monkeypatch):
     monkeypatch.setenv("WEBGPT2_HUB_ENDPOINT", server.url)
     with pytest.raises(CheckpointError, match="is 'someone/missing' a hub model id"):
         resolve_checkpoint("someone/missing", cache_dir=tmp_path, progress=False)
-    assert not (tmp_path / "hub" / "someone--missing" / "main").exists()
+    assert not (tmp_path / "hub" / "someone").exists()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]

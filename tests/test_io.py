@@ -87,9 +87,9 @@ def test_reads_every_dtype_the_safetensors_package_writes(tmp_path):
     unsupported = {"f64": "F64", "i64": "I64", "bool": "BOOL", "u8": "U8"}
     with pytest.raises(SafetensorsError) as info:
         read_safetensors(path)
-    assert any(f"'{n}' has dtype {d}" in str(info.value) for n, d in unsupported.items())
+    assert any(f"'{n}' has dtype '{d}'" in str(info.value) for n, d in unsupported.items())
     for name, dtype in unsupported.items():
-        with pytest.raises(SafetensorsError, match=f"tensor '{name}' has dtype {dtype}"):
+        with pytest.raises(SafetensorsError, match=f"tensor '{name}' has dtype '{dtype}'"):
             read_safetensors(path, skip=lambda n, keep=name: n in unsupported and n != keep)
     ours = read_safetensors(path, skip=lambda n: n in unsupported)
     assert set(ours) == set(tensors) - set(unsupported)
@@ -210,11 +210,14 @@ def test_truncated_files_are_refused(tmp_path):
             read_safetensors(data[:cut])
 
 
+NOT_JSON = "header is not (valid JSON|UTF-8 text)"
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d, n: d[:8] + b"x" * n + d[8 + n:], "is not a safetensors file"),
-    (lambda d, n: d[:8] + b"{" + b"x" * (n - 1) + d[8 + n:], "invalid JSON header"),
-    (lambda d, n: struct.pack("<Q", n + 8) + d[8:], "invalid JSON header"),
-    (lambda d, n: struct.pack("<Q", n - 3) + d[8:], "invalid JSON header"),
+    (lambda d, n: d[:8] + b"{" + b"x" * (n - 1) + d[8 + n:], NOT_JSON),
+    (lambda d, n: struct.pack("<Q", n + 8) + d[8:], NOT_JSON),
+    (lambda d, n: struct.pack("<Q", n - 3) + d[8:], NOT_JSON),
     (lambda d, n: struct.pack("<Q", 1 << 40) + d[8:], "is not a safetensors file"),
     (lambda d, n: struct.pack("<Q", len(d)) + d[8:], "truncated"),
     (lambda d, n: d + b"\0" * 8, "not covered by any tensor"),

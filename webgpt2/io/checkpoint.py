@@ -13,7 +13,7 @@ and the tied `lm_head.weight` are skipped without being decoded. Pickled checkpo
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from webgpt2.backends.base import HostTensor
+from webgpt2.io.jsonsafe import excerpt, loads
 from webgpt2.io.safetensors import read_safetensors
 
 __all__ = [
@@ -57,6 +58,10 @@ _UNSUPPORTED = {
     "add_cross_attention": False,
     "scale_attn_weights": True,
 }
+# Far above any GPT-2 (XL: 48 layers, 1600 wide, 25 heads); a guard against garbage sizes
+# that would otherwise reach an allocation.
+_MAXIMA = {"n_layer": 1024, "n_head": 1024, "n_embd": 1 << 16, "n_inner": 1 << 18,
+           "n_positions": 1 << 20, "vocab_size": 1 << 24}
 _IGNORED = re.compile(r"^(?:transformer\.)?h\.\d+\.attn\.(?:bias|masked_bias)$|^lm_head\.weight$")
 _SHARD_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.safetensors$")
 
@@ -79,26 +84,33 @@ def gpt2_config_from_dict(hf_config: Mapping[str, Any]) -> dict[str, Any]:
         >>> cfg["hidden_dim"], cfg["intermediate_dim"], cfg["num_layers"]
         (64, 256, 2)
     """
+    if not isinstance(hf_config, Mapping):
+        raise CheckpointError(f"the config is {excerpt(hf_config)}; expected a JSON object")
     model_type = hf_config.get("model_type", "gpt2")
     if model_type != "gpt2":
-        raise CheckpointError(f"model_type is {model_type!r}; this runtime loads 'gpt2' only")
-    activation = hf_config.get("activation_function", _DEFAULTS["activation_function"])
-    if activation not in SUPPORTED_ACTIVATIONS:
         raise CheckpointError(
-            f"activation_function is {activation!r}; this runtime implements the tanh GELU "
-            f"only ({', '.join(SUPPORTED_ACTIVATIONS)})"
+            f"model_type is {excerpt(model_type)}; this runtime loads 'gpt2' only")
+    activation = hf_config.get("activation_function", _DEFAULTS["activation_function"])
+    if not isinstance(activation, str) or activation not in SUPPORTED_ACTIVATIONS:
+        raise CheckpointError(
+            f"activation_function is {excerpt(activation)}; this runtime implements the tanh "
+            f"GELU only ({', '.join(SUPPORTED_ACTIVATIONS)})"
         )
     for key, assumed in _UNSUPPORTED.items():
         value = hf_config.get(key, assumed)
-        if value is not None and bool(value) != assumed:
+        if value is not None and value != assumed:
             raise CheckpointError(
-                f"{key} is {value!r}; this runtime implements GPT-2 with {key}={assumed} only"
+                f"{key} is {excerpt(value)}; this runtime implements GPT-2 with "
+                f"{key}={assumed} only"
             )
 
     def integer(key: str, value: Any = None) -> int:
         value = hf_config.get(key, _DEFAULTS[key]) if value is None else value
+        # bool is an int, and 12.0 is not a layer count: both are refused, not rounded.
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise CheckpointError(f"{key} is {value!r}; expected a positive integer")
+            raise CheckpointError(f"{key} is {excerpt(value)}; expected a positive integer")
+        if value > _MAXIMA[key]:
+            raise CheckpointError(f"{key} is {value}; the runtime allows at most {_MAXIMA[key]}")
         return value
 
     hidden = integer("n_embd")
@@ -106,10 +118,12 @@ def gpt2_config_from_dict(hf_config: Mapping[str, Any]) -> dict[str, Any]:
     if hidden % heads:
         raise CheckpointError(f"n_embd {hidden} is not divisible by n_head {heads}")
     n_inner = hf_config.get("n_inner")
-    epsilon = hf_config.get("layer_norm_epsilon", _DEFAULTS["layer_norm_epsilon"])
-    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or epsilon <= 0:
+    epsilon = _number(hf_config, "layer_norm_epsilon")
+    if epsilon <= 0:
         raise CheckpointError(f"layer_norm_epsilon is {epsilon!r}; expected a positive number")
-    dropout = hf_config.get("resid_pdrop", _DEFAULTS["resid_pdrop"])
+    dropout = _number(hf_config, "resid_pdrop", optional=True)
+    if not 0 <= dropout <= 1:
+        raise CheckpointError(f"resid_pdrop is {dropout!r}; expected a probability in [0, 1]")
     return {
         "vocabulary_size": integer("vocab_size"),
         "num_layers": integer("n_layer"),
@@ -117,9 +131,24 @@ def gpt2_config_from_dict(hf_config: Mapping[str, Any]) -> dict[str, Any]:
         "hidden_dim": hidden,
         "intermediate_dim": 4 * hidden if n_inner is None else integer("n_inner", n_inner),
         "max_sequence_length": integer("n_positions"),
-        "layer_norm_epsilon": float(epsilon),
-        "dropout": float(dropout) if dropout is not None else 0.0,
+        "layer_norm_epsilon": epsilon,
+        "dropout": dropout,
     }
+
+
+def _number(hf_config: Mapping[str, Any], key: str, optional: bool = False) -> float:
+    """A finite float from the config (its default when absent; 0.0 when optional and null)."""
+    value = hf_config.get(key, _DEFAULTS[key])
+    if value is None and optional:
+        return 0.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise CheckpointError(f"{key} is {excerpt(value)}; expected a finite number")
 
 
 def read_gpt2_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -144,10 +173,7 @@ def read_gpt2_config(folder: str | os.PathLike) -> dict[str, Any]:
             f"{path} does not exist; a GPT-2 checkpoint folder holds config.json, "
             "model.safetensors, vocab.json and merges.txt"
         )
-    try:
-        hf_config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    hf_config = loads(path.read_bytes(), str(path), error=CheckpointError)
     if not isinstance(hf_config, dict):
         raise CheckpointError(f"{path} holds a JSON {type(hf_config).__name__}; expected an object")
     try:
@@ -227,10 +253,8 @@ def shard_names(index_path: str | os.PathLike, text: str | None = None) -> list[
         ...             '"b": "m-2.safetensors", "c": "m-1.safetensors"}}')
         ['m-1.safetensors', 'm-2.safetensors']
     """
-    try:
-        index = json.loads(Path(index_path).read_text(encoding="utf-8") if text is None else text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{index_path} is not valid JSON: {error}") from None
+    index = loads(Path(index_path).read_bytes() if text is None else text, str(index_path),
+                  error=CheckpointError)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(f"{index_path} has no weight_map object; expected "
@@ -239,7 +263,8 @@ def shard_names(index_path: str | os.PathLike, text: str | None = None) -> list[
     for tensor, shard in weight_map.items():
         if not isinstance(shard, str) or not _SHARD_NAME.match(shard):
             raise CheckpointError(
-                f"{index_path}: tensor {tensor!r} maps to shard {shard!r}; expected a plain "
+                f"{index_path}: tensor {excerpt(tensor)} maps to shard {excerpt(shard)}; "
+                "expected a plain "
                 "file name ending in .safetensors"
             )
         if shard not in names:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from webgpt2.backends.base import HostTensor
+from webgpt2.io.jsonsafe import excerpt, loads
 
 try:
     import mmap
@@ -91,7 +92,8 @@ def read_safetensors(
         dtype = _DTYPES.get(info["dtype"])
         if dtype is None:
             raise SafetensorsError(
-                f"{label}: tensor {name!r} has dtype {info['dtype']}; the runtime reads "
+                f"{label}: tensor {excerpt(name)} has dtype {excerpt(info['dtype'])}; the "
+                "runtime reads "
                 f"{', '.join(_DTYPES)} only"
             )
         begin, end = info["data_offsets"]
@@ -215,15 +217,16 @@ def _parse_header(buffer: memoryview, label: str) -> tuple[dict[str, dict], int]
             f"{label} is not a safetensors file: the header does not start with '{{'"
         )
     try:
-        header = json.loads(bytes(buffer[8:8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SafetensorsError(
-            f"{label}: invalid JSON header ({header_len} bytes): {error}; wrong header length "
-            "or truncated?"
-        ) from None
+        header = loads(buffer[8:8 + header_len], f"{label}: the {header_len}-byte header",
+                       error=SafetensorsError)
+    except SafetensorsError as error:
+        raise SafetensorsError(f"{error}; wrong header length or truncated?") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{label}: the header is {excerpt(header)}; expected an object")
     metadata = header.pop("__metadata__", None)
     if metadata is not None and not isinstance(metadata, dict):
-        raise SafetensorsError(f"{label}: __metadata__ is {metadata!r}; expected an object")
+        raise SafetensorsError(
+            f"{label}: __metadata__ is {excerpt(metadata)}; expected an object")
     data_size = size - 8 - header_len
     spans = []
     for name, info in header.items():
@@ -235,7 +238,8 @@ def _parse_header(buffer: memoryview, label: str) -> tuple[dict[str, dict], int]
             count *= d
         if itemsize is not None and count * itemsize != end - begin:
             raise SafetensorsError(
-                f"{label}: tensor {name!r} of shape {info['shape']} and dtype {info['dtype']} "
+                f"{label}: tensor {excerpt(name)} of shape {excerpt(info['shape'])} and dtype "
+                f"{info['dtype']} "
                 f"needs {count * itemsize} bytes; its data_offsets [{begin}, {end}] span "
                 f"{end - begin}"
             )
@@ -246,8 +250,8 @@ def _parse_header(buffer: memoryview, label: str) -> tuple[dict[str, dict], int]
         if begin != position:
             kind = "overlap" if begin < position else "leave a gap after"
             raise SafetensorsError(
-                f"{label}: tensor {name!r} data_offsets [{begin}, {end}] {kind} "
-                + (f"tensor {previous!r}, which ends at {position}" if previous
+                f"{label}: tensor {excerpt(name)} data_offsets [{begin}, {end}] {kind} "
+                + (f"tensor {excerpt(previous)}, which ends at {position}" if previous
                    else "the start of the data")
             )
         position, previous = end, name
@@ -266,20 +270,24 @@ def _parse_header(buffer: memoryview, label: str) -> tuple[dict[str, dict], int]
 
 def _check_entry(name: str, info: Any, label: str) -> None:
     if not isinstance(info, dict):
-        raise SafetensorsError(f"{label}: entry {name!r} is {info!r}; expected an object")
+        raise SafetensorsError(
+            f"{label}: entry {excerpt(name)} is {excerpt(info)}; expected an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(dtype, str):
-        raise SafetensorsError(f"{label}: tensor {name!r} has dtype {dtype!r}; expected a string")
+        raise SafetensorsError(
+            f"{label}: tensor {excerpt(name)} has dtype {excerpt(dtype)}; expected a string")
     if not (isinstance(shape, list)
             and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
         raise SafetensorsError(
-            f"{label}: tensor {name!r} has shape {shape!r}; expected a list of non-negative ints"
+            f"{label}: tensor {excerpt(name)} has shape {excerpt(shape)}; expected a list of "
+            "non-negative ints"
         )
     if not (isinstance(offsets, list) and len(offsets) == 2
             and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
             and offsets[0] <= offsets[1]):
         raise SafetensorsError(
-            f"{label}: tensor {name!r} has data_offsets {offsets!r}; expected [begin, end] "
+            f"{label}: tensor {excerpt(name)} has data_offsets {excerpt(offsets)}; expected "
+            "[begin, end] "
             "with 0 <= begin <= end"
         )
 
