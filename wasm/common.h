@@ -42,21 +42,25 @@ INLINE u32 f32_to_bits(float f) {
 }
 
 /* binary16 -> binary32 for finite halves (weights: uploads keep any weight with an infinity
- * or NaN in float32, see layout.c's count_nonfinite_f16). With the half in the top 16 bits
- * of a lane, an arithmetic shift right by 3 puts its exponent and mantissa where an f32's
- * go (13 bits lower); clearing the sign's copies and multiplying by 2^112 rebias the
- * exponent, exactly, subnormals included, and the product keeps the sign. */
+ * or NaN in float32, see layout.c's count_nonfinite_f16). A half's exponent and mantissa go
+ * 13 bits up into an f32's; multiplying by 2^112 rebiases the exponent, exactly, subnormals
+ * included, and the product keeps the sign. */
 INLINE v128_t f16_high_to_f32x4(v128_t halves_in_high_bits) {
     v128_t bits = wasm_v128_and(wasm_i32x4_shr(halves_in_high_bits, 3),
                                 wasm_i32x4_splat((int)0x8fffffff));
     return wasm_f32x4_mul(bits, wasm_i32x4_splat(0x77800000)); /* 2^112 */
 }
 
-/* 8 halves at p -> two f32x4 (the low four, the high four). */
+/* 8 halves at p -> two f32x4 (the low four, the high four). The shifting is done on the
+ * 16-bit lanes, 8 at a time: each f32's top half is the half shifted right by 3 (its sign's
+ * copies cleared), its bottom half the 3 bits shifted out. */
 INLINE void load_f16x8(const u16 *p, v128_t *lo, v128_t *hi) {
-    v128_t h = wasm_v128_load(p), zero = wasm_i32x4_splat(0);
-    *lo = f16_high_to_f32x4(wasm_i16x8_shuffle(zero, h, 0, 8, 1, 9, 2, 10, 3, 11));
-    *hi = f16_high_to_f32x4(wasm_i16x8_shuffle(zero, h, 4, 12, 5, 13, 6, 14, 7, 15));
+    v128_t h = wasm_v128_load(p);
+    v128_t top = wasm_v128_and(wasm_i16x8_shr(h, 3), wasm_i16x8_splat((short)0x8fff));
+    v128_t bottom = wasm_i16x8_shl(h, 13);
+    v128_t scale = wasm_i32x4_splat(0x77800000); /* 2^112 */
+    *lo = wasm_f32x4_mul(wasm_i16x8_shuffle(bottom, top, 0, 8, 1, 9, 2, 10, 3, 11), scale);
+    *hi = wasm_f32x4_mul(wasm_i16x8_shuffle(bottom, top, 4, 12, 5, 13, 6, 14, 7, 15), scale);
 }
 
 INLINE float f16_to_f32(u16 h) {
