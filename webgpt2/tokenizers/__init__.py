@@ -3,6 +3,7 @@
 from webgpt2.tokenizers.byte_pair_tokenizer import (
     BytePairTokenizer,
     StreamingDetokenizer,
+    TokenizerError,
     bytes_to_unicode,
     gpt2_split_pattern,
 )
@@ -12,6 +13,7 @@ __all__ = [
     "BytePairTokenizer",
     "StartEndPacker",
     "StreamingDetokenizer",
+    "TokenizerError",
     "bytes_to_unicode",
     "gpt2_split_pattern",
 ]

@@ -11,12 +11,12 @@ from __future__ import annotations
 import codecs
 import functools
 import heapq
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from webgpt2.io.jsonsafe import excerpt, loads
 from webgpt2.tokenizers._unicode_classes import (
     LETTER_RANGES,
     NUMBER_RANGES,
@@ -31,6 +31,13 @@ Merges = Sequence[str] | Sequence[Sequence[str]] | PathLike
 # Pieces longer than this skip the cache: they are rare (long runs of one character
 # class), and caching them would let one big input evict every common word.
 _MAX_CACHED_PIECE_LENGTH = 64
+# Ids index tables (id -> bytes here, the embedding in the model): bounded so that a stray
+# huge id is an error, not a multi-gigabyte allocation. Far above any GPT-2 vocabulary.
+MAX_TOKEN_ID = (1 << 24) - 1
+
+
+class TokenizerError(ValueError):
+    """A vocabulary, merges list or tokenizer file that cannot make a tokenizer."""
 
 
 @functools.cache
@@ -86,24 +93,41 @@ def gpt2_split_pattern() -> re.Pattern[str]:
     )
 
 
-def read_vocabulary(vocabulary: Vocabulary) -> dict[str, int]:
-    """Token -> id from a mapping or a ``vocab.json`` path."""
-    if isinstance(vocabulary, Mapping):
-        return dict(vocabulary)
+def read_vocabulary(vocabulary: Vocabulary, label: str = "the vocabulary") -> dict[str, int]:
+    """Token -> id from a mapping or a ``vocab.json`` path, checked: tokens are strings, ids
+    integers from 0 to ``MAX_TOKEN_ID``. Raises TokenizerError naming the file and entry."""
     if isinstance(vocabulary, (str, os.PathLike)):
-        with open(vocabulary, encoding="utf-8") as f:
-            return json.load(f)
-    raise TypeError(
-        "vocabulary must be a dict of token -> id or a path to vocab.json, "
-        f"got {type(vocabulary).__name__}"
-    )
+        label = os.fspath(vocabulary)
+        with open(vocabulary, "rb") as f:
+            vocabulary = loads(f.read(), label, error=TokenizerError)
+        if not isinstance(vocabulary, dict):
+            raise TokenizerError(f"{label} holds {excerpt(vocabulary)}; expected a JSON object "
+                                 "of token -> id")
+    elif not isinstance(vocabulary, Mapping):
+        raise TypeError(
+            "vocabulary must be a dict of token -> id or a path to vocab.json, "
+            f"got {type(vocabulary).__name__}"
+        )
+    for token, id in vocabulary.items():
+        if not isinstance(token, str):
+            raise TokenizerError(f"{label}: token {excerpt(token)} is not a string")
+        if not isinstance(id, int) or isinstance(id, bool) or not 0 <= id <= MAX_TOKEN_ID:
+            raise TokenizerError(f"{label}: token {excerpt(token)} has id {excerpt(id)}; "
+                                 f"expected an integer from 0 to {MAX_TOKEN_ID}")
+    return dict(vocabulary)
 
 
-def read_merges(merges: Merges) -> list[tuple[str, str]]:
+def read_merges(merges: Merges, label: str = "merges") -> list[tuple[str, str]]:
     """(a, b) pairs in rank order from a list or a ``merges.txt`` path."""
     if isinstance(merges, (str, os.PathLike)):
-        with open(merges, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        label = os.fspath(merges)
+        with open(merges, "rb") as f:
+            data = f.read()
+        try:
+            lines = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError as error:
+            raise TokenizerError(f"{label} is not UTF-8 text: byte {error.start} is "
+                                 f"{data[error.start:error.start + 1]!r}") from None
         if lines and lines[0].startswith("#version"):
             lines = lines[1:]
         merges = [line.rstrip("\r") for line in lines if line.rstrip("\r")]
@@ -114,9 +138,15 @@ def read_merges(merges: Merges) -> list[tuple[str, str]]:
         )
     pairs = []
     for merge in merges:
-        pair = merge.split(" ") if isinstance(merge, str) else list(merge)
-        if len(pair) != 2:
-            raise ValueError(f"a merge must be two tokens 'a b', got {merge!r}")
+        if isinstance(merge, str):
+            pair = merge.split(" ")
+        elif isinstance(merge, (list, tuple)):
+            pair = list(merge)
+        else:
+            pair = []
+        if len(pair) != 2 or not all(isinstance(part, str) and part for part in pair):
+            raise TokenizerError(f"{label}: a merge must be two tokens 'a b', got "
+                                 f"{excerpt(merge)}")
         pairs.append((pair[0], pair[1]))
     return pairs
 
@@ -174,6 +204,13 @@ class BytePairTokenizer:
         for token in self.unsplittable_tokens:
             if token not in self._vocabulary:
                 raise ValueError(f"unsplittable token {token!r} is not in the vocabulary")
+        for a, b in self._merges:
+            # Hugging Face tokenizers refuses (or panics on) such merges; refuse them here
+            # so that both paths accept the same files.
+            for token in (a, b, a + b):
+                if token not in self._vocabulary:
+                    raise TokenizerError(f"merge {excerpt(a + ' ' + b)} uses token "
+                                         f"{excerpt(token)}, which is not in the vocabulary")
         self._id_to_token = {i: t for t, i in self._vocabulary.items()}
         # A repeated merge keeps its last rank, as tokenizers' BPE builder does.
         self._ranks = {pair: rank for rank, pair in enumerate(self._merges)}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from webgpt2.io.jsonsafe import excerpt, loads
 from webgpt2.tokenizers.byte_pair_tokenizer import (
     BytePairTokenizer,
     Merges,
+    TokenizerError,
     Vocabulary,
+    read_merges,
     read_vocabulary,
 )
 
@@ -52,7 +54,7 @@ class GPT2Tokenizer(BytePairTokenizer):
     def __init__(self, vocabulary: Vocabulary, merges: Merges, **kwargs: Any) -> None:
         vocabulary = read_vocabulary(vocabulary)
         if END_OF_TEXT not in vocabulary:
-            raise ValueError(
+            raise TokenizerError(
                 f"GPT-2's vocabulary must hold {END_OF_TEXT!r} (its start, end and pad "
                 f"token); this one has {len(vocabulary)} tokens and not that one"
             )
@@ -88,17 +90,32 @@ class GPT2Tokenizer(BytePairTokenizer):
             return cls(vocab_file, merges_file, **kwargs)
         tokenizer_file = folder / "tokenizer.json"
         if tokenizer_file.is_file():
-            with open(tokenizer_file, encoding="utf-8") as f:
-                spec = json.load(f)
-            model = spec.get("model", {})
-            if model.get("type", "BPE") != "BPE" or "vocab" not in model:
-                raise ValueError(
-                    f"{tokenizer_file} does not hold a BPE model with a vocabulary "
-                    f"(model.type is {model.get('type')!r})"
+            label = str(tokenizer_file)
+            spec = loads(tokenizer_file.read_bytes(), label, error=TokenizerError)
+            model = spec.get("model") if isinstance(spec, dict) else None
+            if not isinstance(model, dict) or model.get("type", "BPE") != "BPE" \
+                    or not isinstance(model.get("vocab"), dict):
+                found = model.get("type") if isinstance(model, dict) else model
+                raise TokenizerError(
+                    f"{label} does not hold a BPE model with a vocabulary "
+                    f"(model.type is {excerpt(found)})"
                 )
-            vocabulary = dict(model["vocab"])
+            vocabulary = read_vocabulary(model["vocab"], f"{label}: model.vocab")
+            added_tokens = spec.get("added_tokens") or []
+            if not isinstance(added_tokens, list):
+                raise TokenizerError(f"{label}: added_tokens is {excerpt(added_tokens)}; "
+                                     "expected a list")
             # Some files list <|endoftext|> only among the added tokens.
-            for added in spec.get("added_tokens", []):
-                vocabulary.setdefault(added["content"], added["id"])
-            return cls(vocabulary, model.get("merges", []), **kwargs)
+            for added in added_tokens:
+                if not isinstance(added, dict) or not isinstance(added.get("content"), str):
+                    raise TokenizerError(f"{label}: added token {excerpt(added)} has no "
+                                         "string content")
+                vocabulary.setdefault(added["content"], added.get("id"))
+            vocabulary = read_vocabulary(vocabulary, f"{label}: added_tokens")
+            merges = model.get("merges") or []
+            if not isinstance(merges, list):
+                raise TokenizerError(f"{label}: model.merges is {excerpt(merges)}; expected "
+                                     "a list of 'a b' strings or [a, b] pairs")
+            merges = read_merges(merges, f"{label}: model.merges")
+            return cls(vocabulary, merges, **kwargs)
         raise FileNotFoundError(f"{folder} has neither vocab.json + merges.txt nor tokenizer.json")
