@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import struct
 import weakref
 from typing import Any
 
@@ -18,56 +19,63 @@ import wasmtime
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver, DriverError
 
 try:  # wasmtime's ctypes bindings: the unchecked call path (see the module docstring)
+    from wasmtime import _bindings as _wasmtime_bindings
     from wasmtime import _ffi as _wasmtime_ffi
-except ImportError:  # pragma: no cover - another wasmtime layout: the checked calls
+
+    _call_unchecked = _wasmtime_bindings._wasmtime_func_call_unchecked
+except (ImportError, AttributeError):  # pragma: no cover - another layout: checked calls
     _wasmtime_ffi = None
+
+# Each argument fills one 16-byte raw value; an i32 is written as the low half of an i64,
+# which wraps offsets past 2 GiB and negative numbers alike into its 32 bits.
+_ARGUMENT_FORMATS = {"i32": "q8x", "f32": "f12x", "f64": "d8x"}
+_RESULT_FORMATS = {"i32": "<i", "f32": "<f", "f64": "<d"}
 
 
 class _RawCall:
-    """One export called through `wasmtime_func_call_unchecked`."""
+    """One export called through `wasmtime_func_call_unchecked`: the arguments are packed
+    into a prepared array of raw values by one struct.pack_into."""
 
-    __slots__ = ("_func", "_kinds", "_raw", "_result", "_size", "name")
+    __slots__ = ("_func", "_count", "_pack", "_raw", "_result", "_size", "_trap", "_trap_ref",
+                 "name")
 
     def __init__(self, name: str, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
         self.name = name
-        self._func = func._func
-        self._kinds = [str(p) for p in ty.params]
+        kinds = [str(p) for p in ty.params]
         results = [str(r) for r in ty.results]
-        if len(results) > 1 or any(k not in ("i32", "f32", "f64") for k in self._kinds + results):
-            raise DriverError(f"export {name!r} has signature {self._kinds} -> {results}; "
+        if len(results) > 1 or any(k not in _ARGUMENT_FORMATS for k in kinds + results):
+            raise DriverError(f"export {name!r} has signature {kinds} -> {results}; "
                               "the driver calls only i32/f32/f64 functions with one result")
-        self._result = results[0] if results else None
-        self._size = max(len(self._kinds), len(results), 1)
+        self._func = ctypes.byref(func._func)
+        self._count = len(kinds)
+        self._pack = struct.Struct("<" + "".join(_ARGUMENT_FORMATS[k] for k in kinds)).pack_into
+        self._result = _RESULT_FORMATS[results[0]] if results else None
+        self._size = max(len(kinds), len(results), 1)
         self._raw = (_wasmtime_ffi.wasmtime_val_raw_t * self._size)()
+        self._new_trap()
+
+    def _new_trap(self) -> None:
+        self._trap = ctypes.POINTER(_wasmtime_ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
 
     def __call__(self, context: Any, args: tuple) -> int | float | None:
-        if len(args) != len(self._kinds):
-            raise TypeError(f"export {self.name!r} takes {len(self._kinds)} arguments; "
+        if len(args) != self._count:
+            raise TypeError(f"export {self.name!r} takes {self._count} arguments; "
                             f"got {len(args)}")
         raw = self._raw
-        for slot, kind, value in zip(raw, self._kinds, args):
-            if kind == "i32":
-                slot.i32 = int(value)
-            elif kind == "f32":
-                slot.f32 = value
-            else:
-                slot.f64 = value
-        trap = ctypes.POINTER(_wasmtime_ffi.wasm_trap_t)()
-        error = _wasmtime_ffi.wasmtime_func_call_unchecked(
-            context, ctypes.byref(self._func), raw, self._size, ctypes.byref(trap))
+        self._pack(raw, 0, *args)
+        error = _call_unchecked(context, self._func, raw, self._size, self._trap_ref)
         if error:
             raise DriverError(f"wasm export {self.name!r} failed: "
                               f"{wasmtime.WasmtimeError._from_ptr(error)}")
-        if trap:
+        if self._trap:
+            trap = self._trap
+            self._new_trap()
             raise DriverError(f"wasm export {self.name!r} trapped: "
                               f"{wasmtime.Trap._from_ptr(trap)}")
-        if self._result == "i32":
-            return raw[0].i32
-        if self._result == "f32":
-            return raw[0].f32
-        if self._result == "f64":
-            return raw[0].f64
-        return None
+        if self._result is None:
+            return None
+        return struct.unpack_from(self._result, raw)[0]
 
 
 def _close(driver: weakref.ref) -> None:
