@@ -47,8 +47,24 @@ static void attend_one(const float *q, const float *keys, const float *values, f
     for (int t = 0; t < visible; t++) scores[t] = dot_f32(q, keys + (long)t * hd, hd) * scale;
     float total = exp_scores(scores, visible);
     int d = 0;
-    /* Four output lanes at a time over all visible positions: the accumulator stays in a
-     * register while the values stream past. */
+    /* Sixteen output lanes at a time over all visible positions: four independent
+     * accumulators stay in registers while the values stream past. */
+    for (; d + 16 <= hd; d += 16) {
+        v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+        for (int u = 0; u < visible; u++) {
+            const float *v = values + (long)u * hd + d;
+            v128_t w = wasm_f32x4_splat(scores[u]);
+            a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(w, wasm_v128_load(v)));
+            a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(w, wasm_v128_load(v + 4)));
+            a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(w, wasm_v128_load(v + 8)));
+            a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(w, wasm_v128_load(v + 12)));
+        }
+        v128_t t = wasm_f32x4_splat(total);
+        wasm_v128_store(o + d, wasm_f32x4_div(a0, t));
+        wasm_v128_store(o + d + 4, wasm_f32x4_div(a1, t));
+        wasm_v128_store(o + d + 8, wasm_f32x4_div(a2, t));
+        wasm_v128_store(o + d + 12, wasm_f32x4_div(a3, t));
+    }
     for (; d + 4 <= hd; d += 4) {
         v128_t acc = wasm_f32x4_splat(0.0f);
         for (int u = 0; u < visible; u++)
