@@ -357,3 +357,18 @@ def test_a_weight_with_infinities_stays_float32(fresh):
     assert t.dtype == "float32"
     np.testing.assert_array_equal(fresh.to_list(t), a)
     assert fresh.upload(host(a[:1, :1]), "linear", "float16").dtype == "float16"
+
+
+def test_beam_and_contrastive_search_with_processors_equal_cpu(backend, tiny_checkpoint):
+    """The generation operations run as kernels here (top-k, log-softmax, penalties, masks,
+    gather and reorder of the cache, cosine similarity): the cpu backend's tokens."""
+    from webgpt2.generation import BeamSampler, ContrastiveSampler
+
+    cpu, ours = _load(tiny_checkpoint, "cpu"), _load(tiny_checkpoint, backend)
+    for options in ({"sampler": BeamSampler(3), "repetition_penalty": 1.3,
+                     "no_repeat_ngram_size": 2},
+                    {"sampler": ContrastiveSampler(3, 0.5), "bad_words_ids": [[8770]],
+                     "repetition_penalty": 0.8}):
+        prompts = ["Hello there", "The quick brown fox"]
+        assert (ours.generate(prompts, max_new_tokens=12, **options)
+                == cpu.generate(prompts, max_new_tokens=12, **options))
