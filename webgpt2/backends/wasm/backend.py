@@ -325,8 +325,8 @@ class WasmBackend(Backend):
         return out
 
     def _float32(self, x: WasmTensor) -> int:
-        """The offset of x's values as row-major float32 (weights stored otherwise are
-        converted, which only odd callers need: the model uploads these "plain")."""
+        """The offset of x's values as row-major float32; a ValueError for a tensor stored
+        otherwise (biases, norms and the position table are uploaded "plain", always float32)."""
         if x.dtype == "float32" and x.layout == "plain":
             return x.offset
         raise ValueError(f"expected a float32 tensor uploaded with layout 'plain'; got {x!r}")
