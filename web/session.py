@@ -8,7 +8,9 @@ promises with `run_sync`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -22,6 +24,7 @@ from webgpt2.generation.config import (
     UnexpectedOptionError,
     sampler_from_config,
 )
+from webgpt2.generation.logits_processors import LogitsProcessor
 from webgpt2.generation.samplers import sampler_class
 
 _hooks: Any = None  # worker.js's object: stop_requested(), and tick() to let messages in
@@ -82,7 +85,8 @@ def boot(hooks: Any) -> dict:
 def backends() -> dict:
     """Each backend and "available" or why not, trying the unavailable ones again (NumPy
     may have arrived since); backends that run are kept, with their devices."""
-    _register_backends(n for n, status in backend_status().items() if status != "available")
+    _register_backends(n for n, status in backend_status().items()
+                       if status != "available" and n in _FACTORIES)
     return {"backends": backend_status()}
 
 
@@ -106,18 +110,18 @@ def load_model(source_json: str, progress: Any) -> dict:
                              f"load it by URL: https://huggingface.co/{folder}/resolve/main")
     else:
         folder = source["folder"]
-    read_gpt2_config(folder)  # a bad checkpoint fails here, before the current model is freed
-    _model = None  # free the previous model's device memory before the next one arrives
+    read_gpt2_config(folder)
     backend = get_backend(backend_name)
     if getattr(getattr(backend, "driver", None), "lost", False):
         _register_backends([backend_name])
         backend = get_backend(backend_name)
     start = time.perf_counter()
+    # Transactional: the loaded model stays until the new one is complete, so a load that
+    # fails for any reason (or is cancelled through progress) leaves it usable.
     model = GPT2CausalLM.from_pretrained(
         folder, backend=backend, progress=lambda done, total: progress("upload", done, total))
-    _model = model
     bb = model.backbone
-    _model_info = {
+    info = {
         "source": source.get("preset") or source.get("label") or str(folder),
         "backend": backend.name,
         "device": _describe(backend),
@@ -125,6 +129,7 @@ def load_model(source_json: str, progress: Any) -> dict:
         "vocabulary": bb.vocabulary_size, "maxSequenceLength": model.max_sequence_length,
         "parameters": bb.count_params(), "loadMs": (time.perf_counter() - start) * 1000,
     }
+    _model, _model_info = model, info
     return _model_info
 
 
@@ -147,6 +152,8 @@ PAGE_OPTIONS = {
 }
 # The page's own defaults where they differ from the config's (or its sampler's).
 PAGE_DEFAULTS = {"max_new_tokens": 32, "top_p": 0.9, "num_beams": 4}
+# Contrastive search runs k candidates through the model each step: its own small k.
+SAMPLER_DEFAULTS = {"contrastive": {"top_k": 4}}
 
 
 def generation_config(options: dict) -> GenerationConfig:
@@ -170,7 +177,8 @@ def generation_config(options: dict) -> GenerationConfig:
         raise ValueError(f"sampler: {e}") from None
     strategy = set(GenerationConfig.strategy_options())
     values = {k: v for k, v in values.items() if k not in strategy or k in used}
-    for field, value in PAGE_DEFAULTS.items():
+    defaults = {**PAGE_DEFAULTS, **SAMPLER_DEFAULTS.get(values.get("sampler"), {})}
+    for field, value in defaults.items():
         if field not in values and (field in used or field not in strategy):
             values[field] = value
     for field, value in values.items():
@@ -199,19 +207,57 @@ def _stop_requested() -> bool:
     return bool(_hooks.stop_requested())
 
 
+class _SearchProgress(LogitsProcessor):
+    """Reports each step of a search that cannot stream (beam) as on_step(the number of
+    the token being chosen, from 1); it leaves the scores as they are."""
+
+    def __init__(self, on_step: Callable[[int], Any]) -> None:
+        self.on_step = on_step
+
+    def __call__(self, backend: Any, logits: Any, sequences: Any, prompt_lengths: Any) -> Any:
+        self.on_step(1 + max((len(s) - n for s, n in zip(sequences, prompt_lengths) if s),
+                             default=0))
+        return logits
+
+
+def _end_reason(config: GenerationConfig, text: str, token_ids: list[int],
+                stopped: bool) -> str:
+    """Why a generation ended: "stopped" (Stop), "end-of-text" (the end token),
+    "stop-string" (its text ends with one) or "limit" (max new tokens or the context)."""
+    if stopped:
+        return "stopped"
+    if token_ids and token_ids[-1] == _model.preprocessor.tokenizer.end_token_id:
+        return "end-of-text"
+    stops = config.stop_strings
+    if isinstance(stops, str):
+        stops = [stops]
+    # A stop string ends the text only where it stopped the generation (stopping.py).
+    if stops and any(text.endswith(s) for s in stops):
+        return "stop-string"
+    return "limit"
+
+
 @_reply
-def generate(prompt: str, options_json: str, on_text: Any) -> dict:
+def generate(prompt: str, options_json: str, on_text: Any, on_progress: Any = None) -> dict:
     """Generate from prompt, calling on_text(piece, new_ids_json, elapsed_ms) as text comes.
 
     options: the page's names for GenerationConfig's (see `generation_config`). Beam
     search cannot stream: its text comes in one piece when it is done, and Stop cannot end
-    it early. Returns the text, the generated token ids, timings and whether Stop ended it.
+    it early; on_progress(step, max_new_tokens) follows its steps. Returns the text, the
+    generated token ids, timings, why it ended, the seed a random sampler used (drawn here
+    when none was given, so that a run can be repeated) and whether Stop ended it.
     """
     if _model is None:
         raise RuntimeError("no model is loaded: load one before generating")
     config = generation_config(json.loads(options_json))
     sampler = sampler_from_config(config)
+    if sampler.uses_randomness and config.seed is None:
+        config = dataclasses.replace(config, seed=random.randrange(2**31))
     streams = getattr(sampler, "streams", True)
+    if not streams and on_progress is not None:
+        processors = [*(config.logits_processors or []),
+                      _SearchProgress(lambda step: on_progress(step, config.max_new_tokens))]
+        config = dataclasses.replace(config, logits_processors=processors)
     start = time.perf_counter()
     text: list[str] = []
     token_ids: list[int] = []
@@ -240,6 +286,8 @@ def generate(prompt: str, options_json: str, on_text: Any) -> dict:
         "prompt": prompt,
         "tokenIds": token_ids,
         "stopped": stopped,
+        "endReason": _end_reason(config, "".join(text), token_ids, stopped),
+        "seed": config.seed if sampler.uses_randomness else None,
         "streamed": bool(streams),
         "sampler": sampler.name,
         "backend": _model_info.get("backend"),

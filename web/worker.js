@@ -3,7 +3,9 @@
 //
 // Messages in:  {id, type: "init", stopBuffer} | {id, type: "load", source, backend}
 //               | {id, type: "generate", prompt, options} | {id, type: "backends"}
-//               | {id, type: "run", code} | {type: "stop"}
+//               | {id, type: "model"} | {id, type: "clearCache"} | {id, type: "run", code}
+//               | {type: "stop"}
+//               | {type: "cancel", target} (the id of a load)
 // Messages out: {id, type: "result", value} | {id, type: "error", error}
 //               | {id, type: "progress", phase, label, loaded, total}
 //               | {id, type: "text", text, tokenIds, elapsedMs} | {type: "status", text}
@@ -16,6 +18,10 @@ let stopRequested = false;
 let modelCount = 0;
 let manifest = null; // web/wheels/manifest.json, written by `python -m webgpt2.web --build-only`
 let queue = Promise.resolve(); // Python calls run one at a time
+const cancelledLoads = new Set(); // ids of loads the page cancelled (by message)
+// Downloaded model files, by URL: a second visit loads them without the network. Only
+// complete files go in, and a load that fails takes its files out again.
+const MODEL_CACHE = "webgpt2-models-v1";
 
 function status(text) {
   self.postMessage({ type: "status", text });
@@ -59,15 +65,24 @@ async function boot(stopBuffer) {
     "`python -m webgpt2.web --build-only`)")).json();
   const indexURL = new URL(manifest.pyodide, here).href;
   status(`Loading Pyodide ${manifest.pyodideVersion}`);
-  const { loadPyodide } = await import(indexURL + "pyodide.mjs");
   const local = !manifest.pyodide.startsWith("http");
-  pyodide = await loadPyodide({
-    indexURL,
-    // A local runtime has no package wheels: NumPy for the wasm backend comes from the CDN.
-    ...(local ? { packageBaseUrl: manifest.pyodideCdn } : {}),
-    stdout: (line) => console.log(line),
-    stderr: (line) => console.warn(line),
-  });
+  try {
+    const { loadPyodide } = await import(indexURL + "pyodide.mjs");
+    pyodide = await loadPyodide({
+      indexURL,
+      // A local runtime has no package wheels: NumPy for the wasm backend comes from the CDN.
+      ...(local ? { packageBaseUrl: manifest.pyodideCdn } : {}),
+      stdout: (line) => console.log(line),
+      stderr: (line) => console.warn(line),
+    });
+  } catch (error) {
+    const fix = local ? "run npm ci, then `python -m webgpt2.web --build-only`"
+      : "you are offline or the CDN is unreachable: run npm ci so that the page serves " +
+        "its own copy of Pyodide";
+    const failure = new Error(`Pyodide could not be loaded from ${indexURL} (${fix})`);
+    failure.detail = error.stack || String(error);
+    throw failure;
+  }
   status("Installing webgpt2");
   const sitePackages = pyodide.runPython("import site; site.getsitepackages()[0]");
   const wheel = await fetchOk(new URL("wheels/" + manifest.webgpt2, here), "webgpt2's wheel");
@@ -127,7 +142,17 @@ async function ensureNumpy() {
 
 // ---- checkpoint files into the Pyodide file system, with byte progress ----
 
-async function streamToFile(stream, path, label, total, id) {
+function loadCancelled(id) {
+  return cancelledLoads.has(id) || (stopView !== null && Atomics.load(stopView, 1) === id);
+}
+
+function cancelError() {
+  const error = new Error("loading was cancelled");
+  error.name = "AbortError";
+  return error;
+}
+
+async function streamToFile(stream, path, label, total, id, phase = "download") {
   const file = pyodide.FS.open(path, "w");
   // Sizing the file once spares MEMFS from growing (and copying) it chunk by chunk.
   if (total) pyodide.FS.ftruncate(file.fd, total);
@@ -136,6 +161,10 @@ async function streamToFile(stream, path, label, total, id) {
   try {
     const reader = stream.getReader();
     for (;;) {
+      if (loadCancelled(id)) {
+        reader.cancel().catch(() => {});
+        throw cancelError();
+      }
       const { done, value } = await reader.read();
       if (done) break;
       pyodide.FS.write(file, value, 0, value.length);
@@ -143,7 +172,7 @@ async function streamToFile(stream, path, label, total, id) {
       const now = performance.now();
       if (now - lastReport > 50) {
         lastReport = now;
-        self.postMessage({ id, type: "progress", phase: "download", label, loaded, total });
+        self.postMessage({ id, type: "progress", phase, label, loaded, total });
       }
     }
   } finally {
@@ -152,16 +181,36 @@ async function streamToFile(stream, path, label, total, id) {
   if (loaded < total) {
     throw new Error(`the download of ${label} was cut off: got ${loaded} of ${total} bytes`);
   }
-  self.postMessage({ id, type: "progress", phase: "download", label, loaded, total: loaded });
+  self.postMessage({ id, type: "progress", phase, label, loaded, total: loaded });
   return loaded;
 }
 
-async function download(base, name, folder, id, { optional = false } = {}) {
+async function openModelCache() {
+  try {
+    return self.caches ? await self.caches.open(MODEL_CACHE) : null;
+  } catch {
+    return null; // no Cache Storage (an insecure origin, a private window): no caching
+  }
+}
+
+// load: {id, signal, cache, urls}; every URL read or stored is added to load.urls.
+async function download(base, name, folder, load, { optional = false } = {}) {
+  const { id, cache } = load;
   const url = `${base}/${name}`;
+  const path = `${folder}/${name}`;
+  const cached = cache ? await cache.match(url) : null;
+  if (cached) {
+    load.urls.push(url);
+    await streamToFile(cached.body, path, name, Number(cached.headers.get("Content-Length")) || 0,
+      id, "cache");
+    return true;
+  }
+  if (loadCancelled(id)) throw cancelError();
   let response;
   try {
-    response = await fetch(url);
+    response = await fetch(url, { signal: load.signal });
   } catch (error) {
+    if (loadCancelled(id)) throw cancelError();
     throw new Error(`cannot reach ${url}: ${error.message} (is the URL right, and does the ` +
       "server allow cross-origin requests?)");
   }
@@ -170,7 +219,25 @@ async function download(base, name, folder, id, { optional = false } = {}) {
     throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`.trim());
   }
   const total = Number(response.headers.get("Content-Length")) || 0;
-  await streamToFile(response.body, `${folder}/${name}`, name, total, id);
+  let body = response.body;
+  let stored = null;
+  if (cache) {
+    // One branch to the file, the other to the cache: a body that breaks off fails both.
+    const [toFile, toCache] = body.tee();
+    body = toFile;
+    load.urls.push(url);
+    const headers = total ? { "Content-Length": String(total) } : {};
+    stored = cache.put(url, new Response(toCache, { headers }))
+      .catch((error) => console.warn(`${url} was not cached: ${error.message}`));
+  }
+  try {
+    await streamToFile(body, path, name, total, id);
+  } catch (error) {
+    if (loadCancelled(id)) throw cancelError();
+    throw error;
+  } finally {
+    await stored;
+  }
   return true;
 }
 
@@ -195,24 +262,24 @@ function removeModelFolders() {
 }
 
 // A Hugging Face-style folder URL: config, weights (single or sharded), tokenizer files.
-async function fetchFolder(url, id) {
+async function fetchFolder(url, load) {
   const base = url.replace(/\/+$/, "");
   const folder = newFolder();
-  await download(base, "config.json", folder, id);
-  if (!(await download(base, "model.safetensors", folder, id, { optional: true }))) {
-    if (!(await download(base, "model.safetensors.index.json", folder, id, { optional: true }))) {
+  await download(base, "config.json", folder, load);
+  if (!(await download(base, "model.safetensors", folder, load, { optional: true }))) {
+    if (!(await download(base, "model.safetensors.index.json", folder, load, { optional: true }))) {
       throw new Error(`${base}/model.safetensors was not found (HTTP 404), nor a sharded ` +
         "model.safetensors.index.json; webgpt2 reads safetensors checkpoints only");
     }
     const index = JSON.parse(pyodide.FS.readFile(`${folder}/model.safetensors.index.json`,
       { encoding: "utf8" }));
     for (const shard of [...new Set(Object.values(index.weight_map || {}))]) {
-      await download(base, shard, folder, id);
+      await download(base, shard, folder, load);
     }
   }
-  const vocab = await download(base, "vocab.json", folder, id, { optional: true });
-  const merges = await download(base, "merges.txt", folder, id, { optional: true });
-  if (!(vocab && merges) && !(await download(base, "tokenizer.json", folder, id, { optional: true }))) {
+  const vocab = await download(base, "vocab.json", folder, load, { optional: true });
+  const merges = await download(base, "merges.txt", folder, load, { optional: true });
+  if (!(vocab && merges) && !(await download(base, "tokenizer.json", folder, load, { optional: true }))) {
     throw new Error(`${base} has neither vocab.json + merges.txt nor tokenizer.json`);
   }
   return folder;
@@ -246,12 +313,29 @@ const handlers = {
   async backends() {
     return call("backends");
   },
+  async model() {
+    return call("model_info");
+  },
+  async clearCache() {
+    return self.caches ? self.caches.delete(MODEL_CACHE) : false;
+  },
   async load({ id, source, backend }) {
+    const known = (await call("backends")).backends;
+    if (!(backend in known)) {
+      throw new Error(`Backend is "${backend}"; expected one of ${Object.keys(known).join(", ")}`);
+    }
     if (backend === "wasm") await ensureNumpy();
+    const controller = new AbortController();
+    const cancelWatch = setInterval(() => {
+      if (loadCancelled(id)) controller.abort();
+    }, 50);
+    const load = { id, signal: controller.signal, cache: null, urls: [] };
+    let loaded = false;
     try {
       let request;
       if (typeof source === "string" && /^https?:\/\//.test(source)) {
-        request = { folder: await fetchFolder(source, id), label: source };
+        load.cache = await openModelCache();
+        request = { folder: await fetchFolder(source, load), label: source };
       } else if (Array.isArray(source)) {
         request = { folder: await copyFiles(source, id), label: source.map((f) => f.name).join(", ") };
       } else if (typeof source === "string") {
@@ -260,19 +344,37 @@ const handlers = {
         throw new Error("loadModel takes a built-in model name, a folder URL or an array of files");
       }
       request.backend = backend;
-      const progress = (phase, loaded, total) => {
-        self.postMessage({ id, type: "progress", phase, label: "weights", loaded, total });
+      const progress = (phase, done, total) => {
+        // Thrown into Python, which then keeps the model it had.
+        if (loadCancelled(id)) throw cancelError();
+        self.postMessage({ id, type: "progress", phase, label: "weights", loaded: done, total });
       };
-      return await call("load_model", JSON.stringify(request), progress);
+      if (loadCancelled(id)) throw cancelError();
+      const info = await call("load_model", JSON.stringify(request), progress);
+      loaded = true;
+      return info;
+    } catch (error) {
+      throw loadCancelled(id) ? cancelError() : error;
     } finally {
+      const cancelled = loadCancelled(id);
+      clearInterval(cancelWatch);
+      cancelledLoads.delete(id);
       removeModelFolders();
+      // A file that did not load may be what was wrong with it: fetch it afresh next time.
+      // Cancelled loads keep theirs (each file in the cache is complete).
+      if (!loaded && !cancelled && load.cache) {
+        await Promise.all(load.urls.map((url) => load.cache.delete(url)));
+      }
     }
   },
   async generate({ id, prompt, options }) {
     const onText = (text, tokenIds, elapsedMs) => {
       self.postMessage({ id, type: "text", text, tokenIds: JSON.parse(tokenIds), elapsedMs });
     };
-    return call("generate", prompt, JSON.stringify(options || {}), onText);
+    const onProgress = (step, total) => {
+      self.postMessage({ id, type: "progress", phase: "search", label: "tokens", loaded: step, total });
+    };
+    return call("generate", prompt, JSON.stringify(options || {}), onText, onProgress);
   },
   async run({ code }) {
     const result = await pyodide.runPythonAsync(code);
@@ -287,6 +389,10 @@ self.onmessage = (event) => {
   const message = event.data;
   if (message.type === "stop") {
     stopRequested = true;
+    return;
+  }
+  if (message.type === "cancel") {
+    cancelledLoads.add(message.target);
     return;
   }
   // Reset on arrival, not when the call runs: a stop sent after this message must count.
