@@ -84,19 +84,35 @@ def generate(page, prompt: str, **options) -> dict:
     return page.evaluate("([p, o]) => webgpt2.generate(p, o)", [prompt, options])
 
 
+def set_field(page, selector: str, value) -> None:
+    """Set a field whether or not the chosen sampler has disabled it."""
+    page.eval_on_selector(selector, "(e, v) => { e.value = v; e.removeAttribute('aria-invalid'); "
+                                    "e.dispatchEvent(new Event('input', {bubbles: true})); }",
+                          str(value))
+
+
+def shown_error(page) -> str | None:
+    """The message of the error panel the page shows (there is one per action), or None."""
+    return page.evaluate("() => { const p = document.querySelector('.error:not([hidden])'); "
+                         "return p ? p.querySelector('.error-message').textContent : null; }")
+
+
+def dismiss_errors(page) -> None:
+    page.evaluate("() => document.querySelectorAll('.error').forEach(p => { p.hidden = true; })")
+
+
 def fill_form(page, url: str, prompt: str, sampler: str = "greedy", max_new_tokens: int = 8,
               seed: str = "", top_k: int = 40, temperature: float = 1.0) -> None:
     """Set every field the tests use, so no test depends on what an earlier one left."""
-    if page.is_visible("#error-panel"):
-        page.click("#error-dismiss")
-    page.check("input[name=source][value=url]")
+    dismiss_errors(page)
     page.fill("#model-url", url)
+    assert page.is_checked("input[name=source][value=url]")  # typing a URL chose it
     page.select_option("#backend", "webgpu")
     page.select_option("#sampler", sampler)
-    page.fill("#top-k", str(top_k))
-    page.fill("#temperature", str(temperature))
-    page.fill("#seed", seed)
-    page.fill("#max-new-tokens", str(max_new_tokens))
+    set_field(page, "#top-k", top_k)
+    set_field(page, "#temperature", temperature)
+    set_field(page, "#seed", seed)
+    set_field(page, "#max-new-tokens", max_new_tokens)
     page.fill("#prompt", prompt)
     # The advanced fields off, whether or not their <details> is open.
     for field in ("#repetition-penalty", "#no-repeat-ngram-size", "#min-new-tokens",
@@ -107,10 +123,11 @@ def fill_form(page, url: str, prompt: str, sampler: str = "greedy", max_new_toke
 def wait_for_ui(page, condition: str, timeout: int = 120_000) -> None:
     """Wait until the JavaScript condition holds; fail at once, with its message, if the
     page's error panel appears instead."""
-    page.wait_for_function(f"({condition}) || !document.querySelector('#error-panel').hidden",
+    page.wait_for_function(f"({condition}) || document.querySelector('.error:not([hidden])')",
                            timeout=timeout)
-    if page.is_visible("#error-panel"):
-        raise AssertionError("the page shows an error: " + page.inner_text("#error-message"))
+    message = shown_error(page)
+    if message is not None:
+        raise AssertionError("the page shows an error: " + message)
 
 
 def rejection(page, script: str, arg=None) -> str:
@@ -395,7 +412,8 @@ def test_stop_cancels_a_generation_and_the_next_one_works(page, site):
     generated = int(stats.split(" tokens")[0].split("· ")[-1])
     assert generated < 120
     assert page.is_disabled("#stop") and page.is_enabled("#generate")
-    assert page.is_hidden("#error-panel")
+    assert shown_error(page) is None
+    assert "stopped" in page.inner_text("#stats") and "seed 5" in page.inner_text("#stats")
     result = generate(page, "ROMEO:", maxNewTokens=6, sampler="greedy")
     assert result["stopped"] is False and result["timings"]["generatedTokens"] == 6
 
@@ -432,17 +450,18 @@ def test_stop_without_cross_origin_isolation(browser, tiny_checkpoint):
 
 def test_local_files(page, tiny_checkpoint, tiny_cpu):
     names = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
-    page.check("input[name=source][value=files]")
+    page.check("input[name=source][value=builtin]")
     page.set_input_files("#model-files", [str(tiny_checkpoint / n) for n in names[:2]])
+    assert page.is_checked("input[name=source][value=files]")  # choosing files chose them
     page.click("#load")
-    page.wait_for_selector("#error-panel:not([hidden])")
-    assert "vocab.json" in page.inner_text("#error-message")
-    page.click("#error-dismiss")
+    page.wait_for_selector("#load-error:not([hidden])")
+    assert "vocab.json" in page.inner_text("#load-error .error-message")
+    page.click("#load-error .error-dismiss")
     page.set_input_files("#model-files", [str(tiny_checkpoint / n) for n in names])
     page.select_option("#backend", "webgpu")
     page.click("#load")
-    wait_for_ui(page, "document.querySelector('#model-info').textContent.includes('2 layers')")
-    assert "config.json" in page.inner_text("#model-info")
+    wait_for_ui(page, "document.querySelector('#model-info').textContent.includes('config.json')")
+    assert "2 layers" in page.inner_text("#model-info")
     expected = record_generation(tiny_cpu, PROMPT, 8)["tokenIds"]
     assert generate(page, PROMPT, maxNewTokens=8)["tokenIds"] == expected
 
@@ -454,11 +473,11 @@ def test_bad_url_shows_an_error_and_the_page_stays_usable(page, site):
     # The same through the form: the error panel shows it, the buttons come back.
     fill_form(page, site + "ckpt/nowhere", "Hi")
     page.click("#load")
-    page.wait_for_selector("#error-panel:not([hidden])")
-    assert "404" in page.inner_text("#error-message")
+    page.wait_for_selector("#load-error:not([hidden])")
+    assert "404" in page.inner_text("#load-error .error-message")
     assert page.is_enabled("#load") and page.is_enabled("#generate")
-    page.click("#error-dismiss")
-    assert page.is_hidden("#error-panel")
+    page.click("#load-error .error-dismiss")
+    assert shown_error(page) is None
     load(page, "tiny")
     assert generate(page, "Hi", maxNewTokens=3)["timings"]["generatedTokens"] == 3
 
@@ -479,8 +498,9 @@ def test_prompt_longer_than_the_context_shows_an_error(page, site):
     assert "200 tokens" in message or "201" in message
     fill_form(page, site + "ckpt/tiny", long_prompt)
     page.click("#generate")
-    page.wait_for_selector("#error-panel:not([hidden])")
-    assert "tokens" in page.inner_text("#error-message")
+    page.wait_for_selector("#generate-error:not([hidden])")
+    assert "tokens" in page.inner_text("#generate-error .error-message")
+    assert page.inner_text("#output") == ""  # the failed prompt is not echoed
     assert generate(page, "Hi", maxNewTokens=3)["timings"]["generatedTokens"] == 3
 
 
@@ -489,7 +509,7 @@ def test_screenshot_of_a_finished_generation(page, site):
     fill_form(page, site + "ckpt/small", "Once upon a time", "top_k", max_new_tokens=24,
               seed="11", temperature=0.9)
     page.click("#generate")
-    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('tokens/s')",
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('first token')",
                 timeout=180_000)
     stats = page.inner_text("#stats")
     assert "webgpu" in stats and "first token" in stats

@@ -10,6 +10,7 @@ const ui = {
   boot: $("boot-status"),
   backend: $("backend"),
   load: $("load"),
+  cancelLoad: $("cancel-load"),
   modelInfo: $("model-info"),
   modelUrl: $("model-url"),
   modelFiles: $("model-files"),
@@ -20,6 +21,7 @@ const ui = {
   sampler: $("sampler"),
   temperature: $("temperature"),
   topK: $("top-k"),
+  contrastiveK: $("contrastive-k"),
   topP: $("top-p"),
   maxNewTokens: $("max-new-tokens"),
   seed: $("seed"),
@@ -35,30 +37,71 @@ const ui = {
   outputPrompt: $("output-prompt"),
   outputText: $("output-text"),
   stats: $("stats"),
-  errorPanel: $("error-panel"),
-  errorTitle: $("error-title"),
-  errorMessage: $("error-message"),
-  errorDetail: $("error-detail"),
+  announcer: $("announcer"),
+  errors: { boot: $("boot-error"), load: $("load-error"), generate: $("generate-error") },
 };
 
 let ready = false;
 let busy = false; // loading or generating
+let generating = false;
+let loadController = null; // the running load's AbortController
 let loaded = null; // {key, info} of the model on the device; another key makes Generate load
+let pendingKey = null; // the key of the form's own load while it runs
+let readyStatus = null; // [text, kind] of the status line once started
 
 function setStatus(text, kind = "busy") {
   ui.boot.textContent = text;
   ui.boot.className = `status ${kind}`;
 }
 
-function showError(error, title = "Something went wrong") {
-  ui.errorTitle.textContent = `${title}: ${error.name || "Error"}`;
-  ui.errorMessage.textContent = error.message || String(error);
-  ui.errorDetail.textContent = error.detail || error.stack || "";
-  ui.errorPanel.hidden = false;
+// The page's label of each option, so that an error names the field the visitor sees.
+const OPTION_FIELDS = {
+  temperature: "temperature", k: "topK", p: "topP", alpha: "alpha", numBeams: "numBeams",
+  maxNewTokens: "maxNewTokens", seed: "seed", repetitionPenalty: "repetitionPenalty",
+  noRepeatNgramSize: "noRepeatNgramSize", minNewTokens: "minNewTokens",
+  stopStrings: "stopStrings",
+};
+
+function fieldName(input) {
+  const label = input.labels?.[0];
+  return (label?.firstChild?.textContent || input.getAttribute("aria-label") || input.id).trim();
 }
 
-function clearError() {
-  ui.errorPanel.hidden = true;
+// An error naming a field: it is marked invalid (until edited) and named by its label.
+function fieldError(input, message) {
+  const error = new Error(`${fieldName(input)} ${message}`);
+  error.field = input;
+  return error;
+}
+
+// webgpt2's errors name the API's option ("numBeams is 0; ..."): say the field's label.
+function withFieldName(error) {
+  if (error.field) return error;
+  const match = /^(\w+) (is |must |has )/.exec(error.message || "");
+  const name = match?.[1];
+  const key = name === "k" && ui.sampler.value === "contrastive" ? "contrastiveK" : OPTION_FIELDS[name];
+  const input = key && ui[key];
+  if (!input) return error;
+  const renamed = new Error(`${fieldName(input)}${error.message.slice(match[1].length)}`);
+  Object.assign(renamed, { name: error.name, detail: error.detail, field: input });
+  return renamed;
+}
+
+function showError(error, title, where) {
+  const panel = ui.errors[where];
+  error = withFieldName(error);
+  panel.querySelector(".error-title").textContent = `${title}: ${error.name || "Error"}`;
+  panel.querySelector(".error-message").textContent = error.message || String(error);
+  panel.querySelector(".error-detail").textContent = error.detail || error.stack || "";
+  panel.hidden = false;
+  if (error.field) {
+    error.field.setAttribute("aria-invalid", "true");
+    error.field.focus();
+  }
+}
+
+function clearErrors() {
+  for (const panel of Object.values(ui.errors)) panel.hidden = true;
 }
 
 function megabytes(n) {
@@ -69,7 +112,8 @@ function showProgress({ phase, label, loaded: done, total }) {
   ui.progress.hidden = false;
   ui.progressBar.max = total || 1;
   ui.progressBar.value = total ? done : 0;
-  const verb = phase === "upload" ? `Loading ${label} to ${ui.backend.value}` : `Downloading ${label}`;
+  const verb = phase === "upload" ? `Loading ${label} to ${ui.backend.value}`
+    : phase === "cache" ? `Reading ${label} from the browser's cache` : `Downloading ${label}`;
   ui.progressLabel.textContent = total
     ? `${verb}: ${megabytes(done)} / ${megabytes(total)} MB`
     : `${verb}: ${megabytes(done)} MB`;
@@ -79,6 +123,7 @@ function refreshButtons() {
   ui.load.disabled = !ready || busy;
   ui.generate.disabled = !ready || busy;
   ui.backend.disabled = !ready || busy;
+  ui.cancelLoad.hidden = loadController === null;
 }
 
 function selectedSource() {
@@ -114,28 +159,54 @@ function fillBackends(status) {
   if (firstUsable) ui.backend.value = firstUsable.value;
 }
 
+function describeModel(info) {
+  return `Loaded: ${info.source} — ${info.layers} layers, ${info.hidden} wide, ` +
+    `${(info.parameters / 1e6).toFixed(1)}M parameters, context ${info.maxSequenceLength}, ` +
+    `on ${info.backend} (${info.device}), loaded in ${(info.loadMs / 1000).toFixed(1)} s`;
+}
+
+// After every load, through the form or the API: what is really loaded now.
+function showModel({ model, changed }) {
+  if (changed) loaded = { key: pendingKey, info: model };
+  else if (!model) loaded = null;
+  ui.modelInfo.textContent = model ? describeModel(model)
+    : "No model loaded yet: Generate loads the chosen one.";
+  if (readyStatus) setStatus(...readyStatus); // not a leftover "Loading NumPy…"
+}
+
 async function loadSelected() {
   const { source, key } = selectedSource();
   const backend = ui.backend.value;
-  ui.modelInfo.textContent = "";
-  const info = await webgpt2.loadModel(source, { backend, onProgress: showProgress });
-  loaded = { key: `${key}@${backend}`, info };
-  ui.progress.hidden = true;
-  ui.modelInfo.textContent = `${info.source} — ${info.layers} layers, ${info.hidden} wide, ` +
-    `${(info.parameters / 1e6).toFixed(1)}M parameters, context ${info.maxSequenceLength}, ` +
-    `on ${info.backend} (${info.device}), loaded in ${(info.loadMs / 1000).toFixed(1)} s`;
-  return info;
+  loadController = new AbortController();
+  pendingKey = `${key}@${backend}`;
+  refreshButtons();
+  try {
+    const info = await webgpt2.loadModel(source, {
+      backend, onProgress: showProgress, signal: loadController.signal,
+    });
+    return info;
+  } catch (error) {
+    if (error.name === "AbortError") {
+      ui.modelInfo.textContent = `Loading was cancelled. ${ui.modelInfo.textContent}`;
+    }
+    throw error;
+  } finally {
+    pendingKey = null;
+    loadController = null;
+    ui.progress.hidden = true;
+    refreshButtons();
+  }
 }
 
-async function withBusy(task, errorTitle) {
-  clearError();
+async function withBusy(task, errorTitle, where) {
+  clearErrors();
   busy = true;
   refreshButtons();
   try {
     return await task();
   } catch (error) {
     ui.progress.hidden = true;
-    showError(error, errorTitle);
+    if (error.name !== "AbortError") showError(error, error.title || errorTitle, where);
     return null;
   } finally {
     busy = false;
@@ -143,10 +214,20 @@ async function withBusy(task, errorTitle) {
   }
 }
 
-// A number field's value, or null when it is empty (the option is off).
-function numberOrNull(input) {
+// A number field's value; null when it is empty and optional (the option is off).
+// A field that is not a number, or a required one left empty, is an error naming it.
+function numberField(input, { required = true } = {}) {
+  if (input.validity.badInput) throw fieldError(input, "is not a number");
   const value = input.value.trim();
-  return value === "" ? null : Number(value);
+  if (value === "") {
+    if (required) throw fieldError(input, "is empty");
+    return null;
+  }
+  return Number(value);
+}
+
+function numberOrNull(input) {
+  return numberField(input, { required: false });
 }
 
 // The stop strings field: one per line or comma-separated, surrounding spaces trimmed;
@@ -174,16 +255,20 @@ export function parseStopStrings(field) {
   return strings;
 }
 
+// The fields the chosen sampler uses: the rest are disabled and not sent.
 function samplerOptions() {
+  const sampler = ui.sampler.value;
+  const used = (input) => !input.disabled && !input.closest("label").hidden;
+  const value = (input) => (used(input) ? numberField(input) : null);
   return {
-    sampler: ui.sampler.value,
-    temperature: Number(ui.temperature.value),
-    k: Number(ui.topK.value),
-    p: Number(ui.topP.value),
-    alpha: Number(ui.alpha.value),
-    numBeams: Number(ui.numBeams.value),
-    maxNewTokens: Number(ui.maxNewTokens.value),
-    seed: numberOrNull(ui.seed),
+    sampler,
+    temperature: value(ui.temperature),
+    k: sampler === "contrastive" ? value(ui.contrastiveK) : value(ui.topK),
+    p: value(ui.topP),
+    alpha: value(ui.alpha),
+    numBeams: value(ui.numBeams),
+    maxNewTokens: numberField(ui.maxNewTokens),
+    seed: used(ui.seed) ? numberOrNull(ui.seed) : null,
     repetitionPenalty: numberOrNull(ui.repetitionPenalty),
     noRepeatNgramSize: numberOrNull(ui.noRepeatNgramSize),
     minNewTokens: numberOrNull(ui.minNewTokens),
@@ -192,93 +277,194 @@ function samplerOptions() {
 }
 
 const SAMPLER_NOTES = {
-  contrastive: "Contrastive search runs top-k candidates through the model at each step " +
-    "(k times the work of greedy); a small top-k such as 4 to 8 is usual.",
+  contrastive: "Contrastive search runs k candidates through the model at each step " +
+    "(k times the work of greedy); a small k such as 4 to 8 is usual.",
   beam: "Beam search cannot stream: the text appears when the search finishes, and Stop " +
     "cannot end it early.",
 };
+const TEMPERATURE_SAMPLERS = ["random", "top_k", "top_p"];
 
-// Dim the fields the chosen sampler ignores (hide those only one sampler has); say what
-// is special about it.
+// Disable (and dim) the fields the chosen sampler ignores, hide those only one sampler
+// has, and say what is special about it. Temperature 0 is greedy, as in transformers.
 function showSamplerFields() {
   const sampler = ui.sampler.value;
+  const greedy = TEMPERATURE_SAMPLERS.includes(sampler) && ui.temperature.value.trim() !== ""
+    && Number(ui.temperature.value) === 0;
   for (const label of document.querySelectorAll(".settings label[data-for]")) {
-    const used = label.dataset.for.split(" ").includes(sampler);
+    const input = label.querySelector("input, select, textarea");
+    const used = label.dataset.for.split(" ").includes(sampler)
+      && (!greedy || input === ui.temperature);
     if (label.hasAttribute("data-only")) label.hidden = !used;
-    else label.classList.toggle("unused", !used);
+    label.classList.toggle("unused", !used);
+    input.disabled = !used;
   }
-  ui.samplerNote.textContent = SAMPLER_NOTES[sampler] || "";
-  ui.samplerNote.hidden = !SAMPLER_NOTES[sampler];
+  const note = greedy ? "Temperature 0 is greedy search (as in transformers): the most " +
+    "likely token every step, so top-k, top-p and the seed do not apply." : SAMPLER_NOTES[sampler];
+  ui.samplerNote.textContent = note || "";
+  ui.samplerNote.hidden = !note;
 }
 
-function formatStats(result, count, elapsedMs) {
-  const parts = [`backend ${result?.backend ?? loaded?.info.backend}`];
-  const t = result?.timings;
-  if (t) {
-    parts.push(`${t.generatedTokens} tokens`);
-    parts.push(`first token ${t.timeToFirstTokenMs.toFixed(0)} ms`);
-    if (result.streamed === false) parts.push(`${result.sampler} search, ${(t.totalMs / 1000).toFixed(1)} s, not streamed`);
-    if (t.tokensPerSecond) parts.push(`${t.tokensPerSecond.toFixed(1)} tokens/s (${t.decodeMsPerToken.toFixed(1)} ms/token)`);
-    if (result.stopped) parts.push("stopped");
-  } else {
-    parts.push(`${count} tokens`, `${(elapsedMs / 1000).toFixed(1)} s`);
-  }
+const END_REASONS = {
+  limit: "ended at the token limit",
+  "end-of-text": "ended with end-of-text",
+  "stop-string": "ended with a stop string",
+  stopped: "stopped",
+};
+
+function formatStats(result) {
+  const parts = [`backend ${result.backend ?? loaded?.info.backend}`];
+  const t = result.timings;
+  parts.push(`${t.generatedTokens} tokens`);
+  parts.push(`first token ${t.timeToFirstTokenMs.toFixed(0)} ms`);
+  if (result.streamed === false) parts.push(`${result.sampler} search, ${(t.totalMs / 1000).toFixed(1)} s, not streamed`);
+  if (t.tokensPerSecond) parts.push(`${t.tokensPerSecond.toFixed(1)} tokens/s (${t.decodeMsPerToken.toFixed(1)} ms/token)`);
+  parts.push(END_REASONS[result.endReason] || result.endReason);
+  if (result.seed !== null && result.seed !== undefined) parts.push(`seed ${result.seed}`);
   return parts.join(" · ");
+}
+
+// The live region hears each completed line once, and the rest at the end.
+function announcer() {
+  let pending = "";
+  return {
+    add(text) {
+      pending += text;
+      const end = pending.lastIndexOf("\n");
+      if (end >= 0) {
+        const lines = pending.slice(0, end).trim();
+        pending = pending.slice(end + 1);
+        if (lines) ui.announcer.textContent = lines;
+      }
+    },
+    finish(summary) {
+      ui.announcer.textContent = `${pending.trim()} ${summary}`.trim();
+      pending = "";
+    },
+  };
 }
 
 async function generate() {
   await withBusy(async () => {
+    const options = samplerOptions(); // a bad field fails before anything is loaded
     const wanted = `${selectedSource().key}@${ui.backend.value}`;
-    if (!loaded || loaded.key !== wanted) await loadSelected();
+    if (!loaded || loaded.key !== wanted) {
+      try {
+        await loadSelected();
+      } catch (error) {
+        error.title = "Loading the model failed";
+        throw error;
+      }
+    }
     const prompt = ui.prompt.value;
-    ui.outputPrompt.textContent = prompt;
-    ui.outputText.textContent = "";
-    ui.stats.textContent = "";
-    const options = samplerOptions();
     const streams = options.sampler !== "beam";
-    ui.stop.disabled = !streams;
-    if (!streams) ui.stats.textContent = `beam search with ${options.numBeams} beams: the text appears when it finishes…`;
     let count = 0;
+    let first = null; // [count, elapsedMs] at the first token, for the live rate
+    const speech = announcer();
+    // The prompt is echoed with the first text, so a prompt that fails shows no output.
+    const begin = () => {
+      if (first !== null) return;
+      ui.outputPrompt.textContent = prompt;
+      ui.outputText.textContent = "";
+    };
+    ui.stats.textContent = streams ? "Generating…"
+      : `beam search with ${options.numBeams} beams: the text appears when it finishes…`;
+    ui.stop.disabled = !streams;
+    generating = true;
     try {
       const result = await webgpt2.generate(prompt, {
         ...options,
         onToken: ({ text, tokenIds, elapsedMs }) => {
-          ui.outputText.textContent += text;
+          begin();
           count += tokenIds.length;
-          ui.stats.textContent = formatStats(null, count, elapsedMs);
+          first ??= [count, elapsedMs];
+          ui.outputText.textContent += text;
+          speech.add(text);
+          const seconds = (elapsedMs - first[1]) / 1000;
+          const rate = seconds > 0 ? ` · ${((count - first[0]) / seconds).toFixed(1)} tokens/s` : "";
+          ui.stats.textContent = `generating · ${count} tokens${rate}`;
+        },
+        onProgress: ({ loaded: step, total }) => {
+          ui.stats.textContent = `beam search with ${options.numBeams} beams: token ${step}` +
+            `${total ? ` of at most ${total}` : ""}…`;
         },
       });
+      begin();
       ui.outputText.textContent = result.text;
       ui.stats.textContent = formatStats(result);
+      speech.finish(`Generation ${END_REASONS[result.endReason] || "ended"}.`);
+    } catch (error) {
+      if (first === null) {
+        ui.outputPrompt.textContent = "";
+        ui.outputText.textContent = "";
+        ui.stats.textContent = "";
+      }
+      throw error;
     } finally {
+      generating = false;
       ui.stop.disabled = true;
     }
-  }, "Generation failed");
+  }, "Generation failed", "generate");
 }
 
-ui.load.addEventListener("click", () => withBusy(loadSelected, "Loading the model failed"));
+ui.load.addEventListener("click", () => withBusy(loadSelected, "Loading the model failed", "load"));
+ui.cancelLoad.addEventListener("click", () => loadController?.abort());
 ui.generate.addEventListener("click", generate);
 ui.stop.addEventListener("click", () => webgpt2.stop());
 ui.sampler.addEventListener("change", showSamplerFields);
+ui.temperature.addEventListener("input", showSamplerFields);
 showSamplerFields();
-$("error-dismiss").addEventListener("click", clearError);
+for (const panel of Object.values(ui.errors)) {
+  panel.querySelector(".error-dismiss").addEventListener("click", () => { panel.hidden = true; });
+}
+document.addEventListener("input", (event) => event.target.removeAttribute?.("aria-invalid"));
+const chooseSource = (kind) => { document.querySelector(`input[name="source"][value="${kind}"]`).checked = true; };
+ui.modelUrl.addEventListener("input", () => chooseSource("url"));
+ui.modelFiles.addEventListener("change", () => chooseSource("files"));
+ui.modelUrl.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter") return;
+  event.preventDefault();
+  chooseSource("url");
+  if (!ui.load.disabled) withBusy(loadSelected, "Loading the model failed", "load");
+});
 ui.prompt.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !ui.generate.disabled) generate();
 });
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  if (generating) webgpt2.stop();
+  else loadController?.abort();
+});
 
 webgpt2.on("status", (text) => setStatus(text));
+webgpt2.on("model", showModel);
 refreshButtons();
+
+// Why a backend cannot run, in plain words.
+function backendProblem(name, status) {
+  if (name === "webgpu") return `no WebGPU adapter (${status})`;
+  return `no ${name} (${status})`;
+}
+
 webgpt2.ready.then(
   (info) => {
     ready = true;
     fillBackends(info.backends);
-    const gpu = info.backends.webgpu === "available" ? "WebGPU available" : `no WebGPU (${info.backends.webgpu})`;
-    setStatus(`Ready — Python ${info.python} (Pyodide ${info.pyodide}), webgpt2 ${info.webgpt2}; ${gpu}`, "ok");
+    const versions = `Python ${info.python} (Pyodide ${info.pyodide}), webgpt2 ${info.webgpt2}`;
+    const usable = Object.keys(info.backends).filter((n) => info.backends[n] === "available");
+    if (usable.length) {
+      const gpu = usable.includes("webgpu") ? "WebGPU available"
+        : backendProblem("webgpu", info.backends.webgpu);
+      readyStatus = [`Ready — ${versions}; ${gpu}`, "ok"];
+    } else {
+      const problems = Object.entries(info.backends).map(([n, s]) => backendProblem(n, s));
+      readyStatus = [`No backend can run a model here: ${problems.join("; ")}. ${versions}`, "bad"];
+    }
+    setStatus(...readyStatus);
     document.body.dataset.ready = "true";
     refreshButtons();
   },
   (error) => {
     setStatus("webgpt2 could not start", "bad");
-    showError(error, "Start-up failed");
+    showError(error, "Start-up failed", "boot");
   },
 );
