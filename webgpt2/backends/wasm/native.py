@@ -14,9 +14,13 @@ import struct
 import weakref
 from typing import Any
 
-import wasmtime
-
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver, DriverError
+
+try:
+    import wasmtime
+except ImportError as e:  # the registry reports the backend unavailable with this reason
+    raise ImportError("the wasm backend runs on wasmtime, which is not installed: "
+                      "pip install 'webgpt2[wasm]' (or wasmtime)") from e
 
 try:  # wasmtime's ctypes bindings: the unchecked call path (see the module docstring)
     from wasmtime import _bindings as _wasmtime_bindings
