@@ -59,15 +59,17 @@ def page_server(mounts: Mapping[str, Path] | None = None, numpy: str | None = No
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator[object]:
-    """A headless Chromium browser with a fresh profile (a Playwright persistent context)."""
+def chromium(args: list[str] | None = None) -> Iterator[object]:
+    """A headless Chromium browser with a fresh profile (a Playwright persistent context),
+    started with `args` instead of CHROMIUM_ARGS when given."""
     from playwright.sync_api import sync_playwright
 
     profile = tempfile.mkdtemp(prefix="webgpt2-chromium-")
     try:
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+                profile, executable_path=str(CHROMIUM), headless=True,
+                args=CHROMIUM_ARGS if args is None else args,
                 viewport={"width": 1100, "height": 1000},
             )
             try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from browser_util import (
+    CHROMIUM_ARGS,
     ROOT,
     chromium,
     missing_requirements,
@@ -42,10 +43,32 @@ def truncated_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
     return folder
 
 
+def broken_copy(tiny_checkpoint: Path, folder: Path, **files: bytes) -> Path:
+    """The tiny checkpoint's files with some replaced (keyword: file name, dots as _)."""
+    for name in ("config.json", "model.safetensors", "vocab.json", "merges.txt"):
+        data = files.get(name.replace(".", "_"))
+        if data is None:
+            shutil.copy(tiny_checkpoint / name, folder / name)
+        else:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+NESTED = b"[" * 10_000 + b"]" * 10_000
+BROKEN = {  # checkpoint folders that must fail to load, leaving the loaded model usable
+    "corrupt-vocab": {"vocab_json": b'{"hello": 0, "world": '},
+    "nested-config": {"config_json": NESTED},
+    "nested-header": {"model_safetensors": len(NESTED).to_bytes(8, "little") + NESTED},
+}
+
+
 @pytest.fixture(scope="module")
-def site(tiny_checkpoint, small_checkpoint, truncated_checkpoint):
+def site(tiny_checkpoint, small_checkpoint, truncated_checkpoint, tmp_path_factory):
     mounts = {"ckpt/tiny": tiny_checkpoint, "ckpt/small": small_checkpoint,
               "ckpt/truncated": truncated_checkpoint}
+    for name, files in BROKEN.items():
+        mounts[f"ckpt/{name}"] = broken_copy(tiny_checkpoint, tmp_path_factory.mktemp(name),
+                                             **files)
     with page_server(mounts, numpy=os.environ.get(NUMPY_ENV)) as url:
         yield url
 
@@ -548,3 +571,265 @@ def test_wasm_backend_matches_cpu(page, tiny_cpu):
     assert info["backend"] == "wasm"
     result = generate(page, PROMPT, maxNewTokens=16, sampler="greedy")
     assert result["tokenIds"] == expected
+
+
+# ---- the page as a visitor meets it (issue 15) ----------------------------------------
+
+def model_source(page) -> str | None:
+    info = page.evaluate("webgpt2.modelInfo()")
+    return info and info["source"]
+
+
+def assert_tiny_still_loaded(page) -> None:
+    """The tiny model is loaded, usable, and the page says so (not a leftover status)."""
+    page.wait_for_function("document.querySelector('#model-info').textContent"
+                           ".includes('/ckpt/tiny ')")
+    assert model_source(page).endswith("/ckpt/tiny")
+    assert generate(page, PROMPT, maxNewTokens=4)["timings"]["generatedTokens"] == 4
+    assert page.get_attribute("#boot-status", "class") == "status ok"
+    assert page.inner_text("#boot-status").startswith("Ready")
+
+
+@pytest.mark.parametrize("folder", ["truncated", *BROKEN])
+def test_a_failed_load_keeps_the_loaded_model(page, folder):
+    load(page, "tiny")
+    message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/' + arg, "
+                              "{backend: 'webgpu'})", folder)
+    assert message, f"{folder} loaded"
+    assert len(message) < 2000
+    assert_tiny_still_loaded(page)
+
+
+def test_a_bad_backend_or_a_bad_load_queued_behind_a_generate_keeps_the_model(page, site):
+    load(page, "tiny")
+    message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/tiny', "
+                              "{backend: 'nope'})")
+    assert "nope" in message and "webgpu" in message
+    assert_tiny_still_loaded(page)
+    both = page.evaluate("""async () => {
+        const running = webgpt2.generate("ROMEO:", {maxNewTokens: 40, sampler: "greedy"});
+        const failed = webgpt2.loadModel(location.origin + '/ckpt/nested-config',
+                                         {backend: 'webgpu'}).then(() => null, (e) => e.message);
+        return {generated: (await running).timings.generatedTokens, failed: await failed};
+    }""")
+    assert both["generated"] == 40 and both["failed"]
+    assert_tiny_still_loaded(page)
+    # The same through the form: the error is next to Load, the info line still says tiny.
+    fill_form(page, site + "ckpt/corrupt-vocab", PROMPT)
+    page.click("#load")
+    page.wait_for_selector("#load-error:not([hidden])")
+    assert "vocab.json" in page.inner_text("#load-error .error-message")
+    assert "/ckpt/tiny " in page.inner_text("#model-info")
+    assert_tiny_still_loaded(page)
+
+
+def test_downloads_are_cached_in_the_browser_and_bad_ones_are_not(page, site):
+    keys = """async () => (await (await caches.open('webgpt2-models-v1')).keys())
+                         .map((r) => new URL(r.url).pathname)"""
+    page.evaluate("webgpt2.clearCache()")
+    phases = "async (f) => { const seen = new Set(); await webgpt2.loadModel(location.origin " \
+             "+ '/ckpt/' + f, {backend: 'webgpu', onProgress: (p) => seen.add(p.phase)}); " \
+             "return [...seen].sort(); }"
+    assert page.evaluate(phases, "tiny") == ["download", "upload"]
+    cached = page.evaluate(keys)
+    assert {f"/ckpt/tiny/{n}" for n in ("config.json", "model.safetensors", "vocab.json",
+                                        "merges.txt")} <= set(cached)
+    assert page.evaluate(phases, "tiny") == ["cache", "upload"]  # a second load: no download
+    assert rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/truncated', "
+                           "{backend: 'webgpu'})")
+    assert not [k for k in page.evaluate(keys) if "/truncated/" in k]
+
+
+def test_a_load_can_be_cancelled(page, site):
+    load(page, "tiny")
+    message = page.evaluate("""async () => {
+        const controller = new AbortController();
+        try {
+            await webgpt2.loadModel(location.origin + '/ckpt/small', {backend: 'webgpu',
+                signal: controller.signal, onProgress: () => controller.abort()});
+            return null;
+        } catch (e) { return `${e.name}: ${e.message}`; }
+    }""")
+    assert message == "AbortError: loading was cancelled"
+    assert_tiny_still_loaded(page)
+
+
+def test_url_source_enter_loads_and_escape_stops(page, site):
+    fill_form(page, site + "ckpt/tiny", "ROMEO:", "top_k", max_new_tokens=120)
+    page.check("input[name=source][value=builtin]")
+    page.evaluate("webgpt2.on('model', (e) => { window.lastModel = e; }); window.lastModel = null")
+    page.click("#model-url")
+    page.keyboard.type("/")  # typing in the URL field chooses the URL source
+    assert page.is_checked("input[name=source][value=url]")
+    page.keyboard.press("Enter")
+    page.wait_for_function("window.lastModel !== null", timeout=60_000)
+    assert page.evaluate("window.lastModel")["model"]["source"].endswith("/ckpt/tiny/")
+    page.click("#generate")
+    wait_for_ui(page, "document.querySelector('#output-text').textContent.length > 0")
+    page.keyboard.press("Escape")
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('stopped')")
+    assert int(page.inner_text("#stats").split(" tokens")[0].split("· ")[-1]) < 120
+
+
+def test_form_values_are_checked_and_errors_name_the_field(page, site):
+    load(page, "tiny")
+    assert rejection(page, "webgpt2.generate('Hi', {sampler: 'beam', numBeams: 0})") \
+        .startswith("numBeams is 0")
+    assert rejection(page, "webgpt2.generate('Hi', {maxNewTokens: 2.7})") \
+        .startswith("maxNewTokens is 2.7")
+    for sampler, field, value, expected in [
+            ("beam", "#num-beams", "0", "Beams is 0"),
+            ("greedy", "#max-new-tokens", "2.7", "Max new tokens is 2.7"),
+            ("greedy", "#max-new-tokens", "", "Max new tokens is empty"),
+            ("contrastive", "#contrastive-k", "0", "Candidates k is 0")]:
+        fill_form(page, site + "ckpt/tiny", "Hi", sampler)
+        set_field(page, field, value)
+        page.click("#generate")
+        page.wait_for_selector("#generate-error:not([hidden])")
+        assert page.inner_text("#generate-error .error-message").startswith(expected)
+        assert page.get_attribute(field, "aria-invalid") == "true"
+        assert page.is_hidden("#load-error")
+    set_field(page, "#contrastive-k", "4")
+    page.select_option("#sampler", "greedy")
+
+
+def test_temperature_zero_is_greedy_and_unused_fields_are_disabled(page, site, tiny_cpu):
+    from webgpt2.generation.samplers import get_sampler
+
+    load(page, "tiny")
+    greedy = record_generation(tiny_cpu, PROMPT, 8)["tokenIds"]
+    result = generate(page, PROMPT, maxNewTokens=8, sampler="top_k", k=40, temperature=0)
+    assert result["tokenIds"] == greedy and result["sampler"] == "greedy"
+    assert result["seed"] is None
+    for sampler in ("greedy", "random", "top_k", "top_p", "contrastive", "beam"):
+        page.select_option("#sampler", sampler)
+        dimmed = page.evaluate("""() => [...document.querySelectorAll('.settings label')]
+            .filter((l) => l.classList.contains('unused') || l.hidden)
+            .map((l) => l.querySelector('input, select, textarea'))
+            .filter((i) => !i.disabled).map((i) => i.id)""")
+        assert dimmed == [], f"{sampler}: {dimmed} are dimmed but enabled"
+    page.select_option("#sampler", "top_k")
+    set_field(page, "#temperature", "0")
+    assert page.is_disabled("#top-k") and page.is_disabled("#seed")
+    assert page.is_enabled("#temperature")
+    assert "greedy" in page.inner_text("#sampler-note")
+    set_field(page, "#temperature", "1")
+    assert page.is_enabled("#top-k")
+    # Contrastive's own k is 4, in the form and in the API.
+    assert page.input_value("#contrastive-k") == "4"
+    contrastive = "".join(tiny_cpu.stream(PROMPT, max_new_tokens=8,
+                                          sampler=get_sampler("contrastive", k=4, alpha=0.6)))
+    assert generate(page, PROMPT, maxNewTokens=8, sampler="contrastive")["text"] == contrastive
+
+
+def test_end_reason_seed_and_beam_progress(page, site):
+    load(page, "tiny")
+    result = generate(page, PROMPT, maxNewTokens=5, sampler="top_k", k=20)
+    assert result["endReason"] == "limit" and isinstance(result["seed"], int)
+    again = generate(page, PROMPT, maxNewTokens=5, sampler="top_k", k=20, seed=result["seed"])
+    assert again["tokenIds"] == result["tokenIds"]  # the reported seed repeats the run
+    word = result["text"].split()[0]
+    stopped = generate(page, PROMPT, maxNewTokens=5, sampler="greedy", stopStrings=[word[:2]])
+    assert stopped["endReason"] in ("stop-string", "limit")
+    if stopped["text"].endswith(word[:2]):
+        assert stopped["endReason"] == "stop-string"
+    steps = page.evaluate("""async () => { const steps = [];
+        await webgpt2.generate("Hi", {maxNewTokens: 6, sampler: "beam", numBeams: 2,
+            onProgress: (p) => steps.push([p.phase, p.loaded, p.total])});
+        return steps; }""")
+    assert steps and steps[0] == ["search", 1, 6] and steps[-1][1] <= 6
+    # The form shows the end reason and the seed.
+    fill_form(page, site + "ckpt/tiny", PROMPT, "top_k", max_new_tokens=6, seed="9")
+    page.click("#generate")
+    wait_for_ui(page, "document.querySelector('#stats').textContent.includes('first token')")
+    stats = page.inner_text("#stats")
+    assert "ended at the token limit" in stats and "seed 9" in stats
+    assert "ended at the token limit" in page.inner_text("#announcer")
+
+
+def accessible_names(page) -> dict[str, str]:
+    """Chromium's accessible name of every input, select, textarea and button, by a
+    description of the element."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+        ids = cdp.send("DOM.querySelectorAll", {"nodeId": root,
+                                                "selector": "input, select, textarea, button"})
+        names = {}
+        for node in ids["nodeIds"]:
+            html = cdp.send("DOM.getOuterHTML", {"nodeId": node})["outerHTML"][:80]
+            ax = cdp.send("Accessibility.getPartialAXTree", {"nodeId": node,
+                                                             "fetchRelatives": False})
+            names[html] = (ax["nodes"][0].get("name") or {}).get("value", "")
+        return names
+    finally:
+        cdp.detach()
+
+
+def test_every_control_has_an_accessible_name(page):
+    # Hidden controls (the error panels', other samplers' fields) shown for the check.
+    page.evaluate("""() => { window.unhidden = [...document.querySelectorAll('[hidden]')];
+        window.unhidden.forEach((e) => { e.hidden = false; });
+        document.querySelector('#advanced').open = true; }""")
+    try:
+        names = accessible_names(page)
+    finally:
+        page.evaluate("""() => { window.unhidden.forEach((e) => { e.hidden = true; });
+            document.querySelector('#advanced').open = false; }""")
+    assert len(names) > 20
+    assert [html for html, name in names.items() if not name.strip()] == []
+    assert page.get_attribute("#output", "aria-live") is None  # not every token read out
+    assert page.get_attribute("#announcer", "aria-live") == "polite"
+
+
+def overflow(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_phone_width_and_screenshots(page, site):
+    """Desktop (1280x800) and phone (390x844) widths, after a generation and after an
+    error: nothing wider than the screen, long unbroken output wraps; screenshots in
+    test-artifacts/ to look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    load(page, "tiny")
+    try:
+        for name, size in [("desktop", (1280, 800)), ("phone", (390, 844))]:
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+            fill_form(page, site + "ckpt/tiny", "-" * 300, "top_k", max_new_tokens=24,
+                      seed="11", temperature=0.9)
+            page.click("#generate")
+            wait_for_ui(page, "document.querySelector('#stats').textContent"
+                              ".includes('first token')")
+            assert overflow(page) <= 0, f"{name}: the page is wider than the screen"
+            page.screenshot(path=str(ARTIFACTS / f"browser-{name}-generation.png"), full_page=True)
+            set_field(page, "#max-new-tokens", "2.7")
+            page.click("#generate")
+            page.wait_for_selector("#generate-error:not([hidden])")
+            page.click("#generate-error summary")  # the traceback open: still no overflow
+            assert overflow(page) <= 0, f"{name}: the error is wider than the screen"
+            page.screenshot(path=str(ARTIFACTS / f"browser-{name}-error.png"), full_page=True)
+    finally:
+        page.set_viewport_size({"width": 1100, "height": 1000})
+        dismiss_errors(page)
+
+
+def test_no_green_ready_without_a_backend(tiny_checkpoint):
+    """A browser without WebGPU, and here no NumPy for wasm: the page says, in plain
+    words, that no backend can run, instead of a green Ready."""
+    if missing_requirements():
+        pytest.skip(missing_requirements())
+    if os.environ.get(NUMPY_ENV):
+        pytest.skip(f"{NUMPY_ENV} is set: the wasm backend can run")
+    args = [a for a in CHROMIUM_ARGS if a != "--enable-unsafe-webgpu"] + [
+        "--disable-features=WebGPU,Vulkan", "--disable-gpu"]
+    with page_server({"ckpt/tiny": tiny_checkpoint}) as url, chromium(args) as browser:
+        page = open_page(browser, url)
+        backends = page.evaluate("webgpt2.ready")["backends"]
+        if "available" in backends.values():
+            pytest.skip(f"a backend runs in this browser anyway: {backends}")
+        status = page.inner_text("#boot-status")
+        assert page.get_attribute("#boot-status", "class") == "status bad"
+        assert "Ready" not in status and "No backend can run a model here" in status
+        assert "no WebGPU adapter" in status and "Error" not in status
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-no-backend.png"), full_page=True)

@@ -90,9 +90,11 @@ function withFieldName(error) {
 function showError(error, title, where) {
   const panel = ui.errors[where];
   error = withFieldName(error);
-  panel.querySelector(".error-title").textContent = `${title}: ${error.name || "Error"}`;
+  // The exception's type is for developers: it stays in the details, under the traceback.
+  panel.querySelector(".error-title").textContent = title;
   panel.querySelector(".error-message").textContent = error.message || String(error);
-  panel.querySelector(".error-detail").textContent = error.detail || error.stack || "";
+  panel.querySelector(".error-detail").textContent = error.detail || error.stack
+    || `${error.name}: ${error.message}`;
   panel.hidden = false;
   if (error.field) {
     error.field.setAttribute("aria-invalid", "true");
@@ -439,10 +441,16 @@ webgpt2.on("status", (text) => setStatus(text));
 webgpt2.on("model", showModel);
 refreshButtons();
 
-// Why a backend cannot run, in plain words.
+// Why a backend cannot run, in plain words (the exception's own words are the option's
+// tooltip in the backend picker).
 function backendProblem(name, status) {
-  if (name === "webgpu") return `no WebGPU adapter (${status})`;
-  return `no ${name} (${status})`;
+  const reason = status.replace(/^\w+(Error|Exception): /, "");
+  if (name === "webgpu") {
+    return /adapter|navigator\.gpu/.test(status) ? "this browser gives no WebGPU adapter"
+      : `WebGPU does not start (${reason})`;
+  }
+  if (/numpy/i.test(status)) return `${name} needs NumPy, which could not be loaded yet`;
+  return `${name} does not start (${reason})`;
 }
 
 webgpt2.ready.then(
@@ -456,8 +464,10 @@ webgpt2.ready.then(
         : backendProblem("webgpu", info.backends.webgpu);
       readyStatus = [`Ready — ${versions}; ${gpu}`, "ok"];
     } else {
-      const problems = Object.entries(info.backends).map(([n, s]) => backendProblem(n, s));
-      readyStatus = [`No backend can run a model here: ${problems.join("; ")}. ${versions}`, "bad"];
+      const pageBackends = ["webgpu", "wasm"].filter((n) => n in info.backends);
+      const problems = pageBackends.map((n) => backendProblem(n, info.backends[n]));
+      readyStatus = [`No backend can run a model here: ${problems.join(", and ")}. ` +
+        `(${versions}.)`, "bad"];
     }
     setStatus(...readyStatus);
     document.body.dataset.ready = "true";
