@@ -34,7 +34,7 @@ def webgpt2_runner(folder, backend="cpu"):
 
     def prefill(prompt, cache_length):
         # What generate() runs: the cache plus the last position's logits.
-        last, cache = lm.prefill([prompt], cache_length=cache_length)
+        last, cache = lm.build_cache([prompt], cache_length=cache_length, last_position_only=True)
         return b.argmax(lm.project(last))[0], cache
 
     def run(prompt, new_tokens):
@@ -99,7 +99,8 @@ def decode_against_floor(lm, prompt, steps: int) -> tuple[float, float, float]:
     alternated token by token, so that they see the same memory bandwidth (it drifts on
     this VM)."""
     b = lm.backend
-    last, cache = lm.prefill([prompt], cache_length=len(prompt) + steps)
+    last, cache = lm.build_cache([prompt], cache_length=len(prompt) + steps,
+                                 last_position_only=True)
     token = b.argmax(lm.project(last))[0]
     fastest, as_checkpoint = floor_matrices(lm)
     floors, checkpoint_floors, decodes = [], [], []

@@ -106,11 +106,11 @@ def test_a_second_prefill_makes_almost_no_new_memory(lm):
     memory is the cache handed to the caller (the last hidden states are below pool size)."""
     prompt = [[(i * 11) % 300 for i in range(256)]]
     pool = lm.backend._pool
-    lm.prefill(prompt, cache_length=260)
+    lm.build_cache(prompt, cache_length=260, last_position_only=True)
     before = pool.misses
-    hidden, cache = lm.prefill(prompt, cache_length=260)
+    hidden, cache = lm.build_cache(prompt, cache_length=260, last_position_only=True)
     assert pool.misses - before == 1
-    first, _ = lm.prefill(prompt, cache_length=260)
+    first, _ = lm.build_cache(prompt, cache_length=260, last_position_only=True)
     np.testing.assert_array_equal(hidden, first)
 
 
@@ -187,7 +187,7 @@ def test_spread_prefill_equals_serial_prefill():
 
 
 def test_free_buffers_hands_the_kept_memory_back(lm):
-    lm.prefill([[1, 2, 3] * 100], cache_length=310)
+    lm.build_cache([[1, 2, 3] * 100], cache_length=310, last_position_only=True)
     held = lm.backend._pool.bytes_held
     assert held > 0
     assert lm.backend.free_buffers() == held

@@ -160,7 +160,7 @@ def test_prefill_equals_build_cache_at_the_last_position(checkpoint):
     b = lm.backend
     ids = [PROMPT_IDS, PROMPT_IDS[::-1]]
     hidden, cache = lm.build_cache(ids, cache_length=20)
-    last, prefill_cache = lm.prefill(ids, cache_length=20)
+    last, prefill_cache = lm.build_cache(ids, cache_length=20, last_position_only=True)
     assert b.shape(last) == (2, 1, lm.backbone.hidden_dim)
     np.testing.assert_allclose(b.to_list(last), np.asarray(b.to_list(hidden))[:, -1:],
                                atol=1e-5)
