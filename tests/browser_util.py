@@ -58,15 +58,31 @@ def page_server(mounts: Mapping[str, Path] | None = None, numpy: str | None = No
         server.server_close()
 
 
+_RUNNING: list = []  # the sync_playwright() in use: a second one cannot start inside it
+
+
+@contextlib.contextmanager
+def _playwright() -> Iterator[object]:
+    if _RUNNING:
+        yield _RUNNING[-1]
+        return
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        _RUNNING.append(p)
+        try:
+            yield p
+        finally:
+            _RUNNING.pop()
+
+
 @contextlib.contextmanager
 def chromium(args: list[str] | None = None) -> Iterator[object]:
     """A headless Chromium browser with a fresh profile (a Playwright persistent context),
     started with `args` instead of CHROMIUM_ARGS when given."""
-    from playwright.sync_api import sync_playwright
-
     profile = tempfile.mkdtemp(prefix="webgpt2-chromium-")
     try:
-        with sync_playwright() as p:
+        with _playwright() as p:
             context = p.chromium.launch_persistent_context(
                 profile, executable_path=str(CHROMIUM), headless=True,
                 args=CHROMIUM_ARGS if args is None else args,

@@ -833,3 +833,23 @@ def test_no_green_ready_without_a_backend(tiny_checkpoint):
         assert "no WebGPU adapter" in status and "Error" not in status
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-no-backend.png"), full_page=True)
+
+
+def test_pyodide_unreachable_says_run_npm_ci(browser, site):
+    """A manifest that sends the worker to an unreachable Pyodide CDN: the start-up error
+    says so in plain words."""
+    def offline_manifest(route):
+        manifest = json.loads(route.fetch().text())
+        manifest["pyodide"] = "http://127.0.0.1:9/pyodide/"
+        route.fulfill(json=manifest)
+
+    page = browser.new_page()
+    try:
+        page.route("**/wheels/manifest.json", offline_manifest)
+        page.goto(site)
+        page.wait_for_selector("#boot-error:not([hidden])", timeout=60_000)
+        assert "offline or CDN unreachable: run npm ci" in page.inner_text(
+            "#boot-error .error-message")
+        assert page.get_attribute("#boot-status", "class") == "status bad"
+    finally:
+        page.close()

@@ -363,10 +363,10 @@ async function generate() {
     let first = null; // [count, elapsedMs] at the first token, for the live rate
     const speech = announcer();
     // The prompt is echoed with the first text, so a prompt that fails shows no output.
+    ui.outputPrompt.textContent = "";
+    ui.outputText.textContent = "";
     const begin = () => {
-      if (first !== null) return;
-      ui.outputPrompt.textContent = prompt;
-      ui.outputText.textContent = "";
+      if (first === null) ui.outputPrompt.textContent = prompt;
     };
     ui.stats.textContent = streams ? "Generating…"
       : `beam search with ${options.numBeams} beams: the text appears when it finishes…`;
@@ -395,11 +395,7 @@ async function generate() {
       ui.stats.textContent = formatStats(result);
       speech.finish(`Generation ${END_REASONS[result.endReason] || "ended"}.`);
     } catch (error) {
-      if (first === null) {
-        ui.outputPrompt.textContent = "";
-        ui.outputText.textContent = "";
-        ui.stats.textContent = "";
-      }
+      if (first === null) ui.stats.textContent = "";
       throw error;
     } finally {
       generating = false;

@@ -77,8 +77,7 @@ async function boot(stopBuffer) {
     });
   } catch (error) {
     const fix = local ? "run npm ci, then `python -m webgpt2.web --build-only`"
-      : "you are offline or the CDN is unreachable: run npm ci so that the page serves " +
-        "its own copy of Pyodide";
+      : "offline or CDN unreachable: run npm ci, so that the page serves its own copy";
     const failure = new Error(`Pyodide could not be loaded from ${indexURL} (${fix})`);
     failure.detail = error.stack || String(error);
     throw failure;
