@@ -126,6 +126,44 @@ def test_driver_errors_name_the_problem(fresh):
     assert d.call("heap_base") > 0  # still usable after a trap
 
 
+# ---- the command list ---------------------------------------------------------------------
+def test_every_opcode_matches_its_exports_signature():
+    """commands.py's table is run.c's switch: each recorded kernel is an export whose
+    parameters are the kinds the table encodes (f32 as bit patterns, the rest i32)."""
+    wasmtime = pytest.importorskip("wasmtime")
+    from webgpt2.backends.wasm import load_module
+    from webgpt2.backends.wasm.commands import OPCODES
+
+    module = wasmtime.Module(wasmtime.Engine(), load_module())
+    exports = {e.name: e.type for e in module.exports}
+    assert [str(p) for p in exports["run"].params] == ["i32", "i32"]
+    assert sorted(op for op, _ in OPCODES.values()) == list(range(len(OPCODES)))
+    for name, (_, kinds) in OPCODES.items():
+        params = ["f32" if k == "f" else "i32" for k in kinds]
+        assert [str(p) for p in exports[name].params] == params, name
+
+
+def test_a_decode_step_is_one_run_and_a_trap_names_its_kernel(fresh, tiny_checkpoint):
+    from webgpt2.backends.wasm import DriverError
+    from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
+
+    lm = GPT2CausalLM.from_pretrained(tiny_checkpoint, backend=fresh, progress=False)
+    last, cache = lm.prefill(PROMPT, cache_length=20)
+    token = fresh.argmax(lm.project(last))[0]
+    before = fresh.commands.flushes
+    for i in range(13, 17):
+        logits, _, cache = lm.call_with_cache([[token]], cache, i)
+        token = fresh.argmax(logits)[0]
+    assert fresh.commands.flushes - before <= 4 * 2  # the step, then argmax and its read
+    x = fresh.tensor([[1.0, 2.0]], "float32")
+    fresh.commands.call("fill_u32", x.offset, 0x40400000, 1)
+    fresh.commands.call("memcpy", 0, fresh.driver.memory_size() - 8, 64)  # past the end
+    with pytest.raises(DriverError, match=r"kernel 'memcpy' \(command 2 of 2"):
+        fresh.commands.flush()
+    assert fresh.to_list(x) == [[3.0, 2.0]]  # the first command ran; the list goes on
+    assert len(fresh.commands) == 0
+
+
 # ---- the allocator ------------------------------------------------------------------------
 def test_allocator_reuses_blocks_and_lowers_the_top(fresh):
     m = fresh.memory

@@ -55,3 +55,29 @@ class HostTensor:
     @classmethod
     def from_floats(cls, values: Sequence[float], shape: tuple[int, ...]) -> HostTensor:
         return cls("float32", tuple(shape), struct.pack(f"<{len(values)}f", *values))
+
+
+def flatten(values: Any) -> tuple[list, tuple[int, ...]]:
+    """Nested lists -> (flat list, shape), checking that the nesting is rectangular."""
+    if not isinstance(values, (list, tuple)):
+        return [values], ()
+    if not values:
+        return [], (0,)
+    parts = [flatten(v) for v in values]
+    inner = parts[0][1]
+    if any(shape != inner for _, shape in parts):
+        raise ValueError(f"ragged nested list: rows have shapes {[s for _, s in parts]}")
+    flat: list = []
+    for part, _ in parts:
+        flat.extend(part)
+    return flat, (len(values),) + inner
+
+
+def nest(flat: list, shape: Sequence[int]) -> Any:
+    """The flat list's values as nested lists of this shape (the inverse of `flatten`)."""
+    if not shape:
+        return flat[0]
+    if len(shape) == 1:
+        return list(flat)
+    step = math.prod(shape[1:])
+    return [nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from webgpt2.backends.base import Backend
-from webgpt2.backends.host import ITEMSIZE, BackendError, HostTensor
+from webgpt2.backends.host import ITEMSIZE, BackendError, HostTensor, flatten, nest
+from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
 
@@ -43,31 +44,6 @@ def load_module() -> bytes:
     except OSError as e:
         raise BackendError(f"the wasm kernels module {MODULE_PATH} is missing: build it with "
                            f"python tools/build_wasm.py ({e})") from e
-
-
-def _flatten(values: Any) -> tuple[list, tuple[int, ...]]:
-    """Nested lists -> (flat list, shape), checking that the nesting is rectangular."""
-    if not isinstance(values, (list, tuple)):
-        return [values], ()
-    if not values:
-        return [], (0,)
-    parts = [_flatten(v) for v in values]
-    inner = parts[0][1]
-    if any(shape != inner for _, shape in parts):
-        raise ValueError(f"ragged nested list: rows have shapes {[s for _, s in parts]}")
-    flat: list = []
-    for part, _ in parts:
-        flat.extend(part)
-    return flat, (len(values),) + inner
-
-
-def _nest(flat: list, shape: Sequence[int]) -> Any:
-    if not shape:
-        return flat[0]
-    if len(shape) == 1:
-        return list(flat)
-    step = math.prod(shape[1:])
-    return [_nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def _head_major_order(shape: Sequence[int]) -> list[int]:
@@ -153,16 +129,21 @@ class WasmBackend(Backend):
         if dtype not in self.storage_dtypes:
             raise ValueError(f"dtype {dtype!r}; expected 'float32' or 'float16'")
         if driver is None:
-            if sys.platform == "emscripten":
-                raise BackendError("the wasm backend's browser driver is not written yet "
-                                   "(issue 14, phase 2)")
-            from webgpt2.backends.wasm.native import NativeDriver
+            if sys.platform == "emscripten":  # in a web page: the browser's WebAssembly
+                from webgpt2.backends.wasm.browser import BrowserDriver
 
-            driver = NativeDriver(load_module())
+                driver = BrowserDriver(load_module())
+            else:
+                from webgpt2.backends.wasm.native import NativeDriver
+
+                driver = NativeDriver(load_module())
         self.driver = driver
         self.dtype = dtype
         limit = min(int(max_memory), MAX_PAGES * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE
         self.memory = LinearMemory(driver, int(driver.call("heap_base")), limit)
+        # Kernel calls are recorded and run in one crossing when the host needs memory
+        # (commands.py): a call through Pyodide's bridge costs as much as a small kernel.
+        self.commands = CommandList(driver, self.memory.allocate(DEFAULT_CAPACITY * 4))
         self.poison = False
 
     # ---- memory -------------------------------------------------------------------------
@@ -174,7 +155,7 @@ class WasmBackend(Backend):
         offset = self.memory.allocate(nbytes)
         tensor = WasmTensor(shape, dtype, offset, nbytes, layout, self.memory)
         if self.poison and dtype == "float32":
-            self.driver.call("fill_u32", offset, 0x7fc00000, -(-nbytes // 4))
+            self._call("fill_u32", offset, 0x7fc00000, -(-nbytes // 4))
         return tensor
 
     def release(self, x: WasmTensor) -> None:
@@ -187,12 +168,30 @@ class WasmBackend(Backend):
     def _done(self, offset: int, nbytes: int) -> None:
         self.memory.free(offset, nbytes)
 
+    def _call(self, name: str, *args: int | float) -> int | float | None:
+        """Call a kernel: recorded in the command list when it returns nothing (commands.py),
+        else run now, after the recorded ones."""
+        if name in OPCODES:
+            self.commands.call(name, *args)
+            return None
+        self.commands.flush()
+        return self.driver.call(name, *args)
+
+    def _write(self, offset: int, data: bytes | bytearray | memoryview | array) -> None:
+        self.commands.flush()  # recorded kernels may still use (or free) this block
+        self.driver.write(offset, data)
+
     def _read(self, offset: int, nbytes: int) -> bytes:
+        self.commands.flush()
         return self.driver.read(offset, nbytes) if nbytes else b""
+
+    def synchronize(self) -> None:
+        """Run every recorded kernel call now."""
+        self.commands.flush()
 
     # ---- host <-> backend ---------------------------------------------------------------
     def _tensor(self, values: Any, dtype: str) -> WasmTensor:
-        flat, shape = _flatten(values)
+        flat, shape = flatten(values)
         if dtype == "int32":
             data = array("i", [int(v) for v in flat])
         else:
@@ -204,7 +203,7 @@ class WasmBackend(Backend):
             data = array("f", [data[i] for i in _head_major_order(shape)])
         tensor = self._new(shape, dtype, layout)
         if flat:
-            self.driver.write(tensor.offset, data.tobytes())
+            self._write(tensor.offset, data.tobytes())
         if dtype == "int32":
             tensor.host = list(data)
         return tensor
@@ -216,19 +215,19 @@ class WasmBackend(Backend):
 
     def to_list(self, x: WasmTensor) -> list:
         if x.size == 0:
-            return _nest([], x.shape) if x.shape else []
+            return nest([], x.shape) if x.shape else []
         if x.dtype == "int32":
-            return _nest(array("i", self._read(x.offset, x.size * 4)).tolist(), x.shape)
+            return nest(array("i", self._read(x.offset, x.size * 4)).tolist(), x.shape)
         nbytes = x.size * 4
         scratch = self._temporary(2 * nbytes)
         try:
             source = x.offset
             if x.dtype == "float16":
-                self.driver.call("widen_f16", source, scratch, x.size)
+                self._call("widen_f16", source, scratch, x.size)
                 source = scratch
             if x.layout == "linear":  # stored [N, K]: back to the host's [K, N]
                 k, n = x.shape
-                self.driver.call("transpose_32", source, scratch + nbytes, n, k)
+                self._call("transpose_32", source, scratch + nbytes, n, k)
                 source = scratch + nbytes
             flat = array("f", self._read(source, nbytes)).tolist()
         finally:
@@ -239,7 +238,7 @@ class WasmBackend(Backend):
             for stored, index in enumerate(order):
                 position_major[index] = flat[stored]
             flat = position_major
-        return _nest(flat, x.shape)
+        return nest(flat, x.shape)
 
     def shape(self, x: WasmTensor) -> tuple[int, ...]:
         return x.shape
@@ -249,7 +248,7 @@ class WasmBackend(Backend):
         dtype = "int32" if dtype == "int32" else "float32"
         layout = "cache" if len(shape) == 6 and dtype == "float32" else "plain"
         tensor = self._new(shape, dtype, layout)
-        self.driver.call("memset", tensor.offset, 0, tensor.nbytes)
+        self._call("memset", tensor.offset, 0, tensor.nbytes)
         if dtype == "int32":
             tensor.host = [0] * tensor.size
         return tensor
@@ -257,7 +256,7 @@ class WasmBackend(Backend):
     def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> WasmTensor:
         if host.dtype == "int32":
             tensor = self._new(host.shape, "int32")
-            self.driver.write(tensor.offset, memoryview(host.data).cast("B"))
+            self._write(tensor.offset, memoryview(host.data).cast("B"))
             return tensor
         storage = "float32" if layout == "plain" else (dtype or self.dtype)
         tensor = self._new(host.shape, storage, layout, host.size * ITEMSIZE[storage])
@@ -266,7 +265,7 @@ class WasmBackend(Backend):
             self._convert_rows(data, host.dtype, storage, tensor.offset, host.size)
         else:
             self._upload_transposed(data, host, storage, tensor.offset)
-        if storage == "float16" and self.driver.call("count_nonfinite_f16", tensor.offset,
+        if storage == "float16" and self._call("count_nonfinite_f16", tensor.offset,
                                                      host.size):
             # The kernels widen finite halves only (common.h): keep this one float32.
             self.release(tensor)
@@ -281,7 +280,7 @@ class WasmBackend(Backend):
         try:
             self._convert_rows(data, host.dtype, storage, staging, host.size)
             transpose = "transpose_16" if storage == "float16" else "transpose_32"
-            self.driver.call(transpose, staging, destination, k, n)
+            self._call(transpose, staging, destination, k, n)
         finally:
             self._done(staging, host.size * ITEMSIZE[storage])
 
@@ -290,7 +289,7 @@ class WasmBackend(Backend):
         """Write `count` values of dtype `source` into memory at `destination` as `storage`,
         through a bounded staging block when they need converting."""
         if source == storage:
-            self.driver.write(destination, data)
+            self._write(destination, data)
             return
         kernel = {("float32", "float16"): "narrow_f16", ("float16", "float32"): "widen_f16",
                   ("bfloat16", "float32"): "widen_bf16"}.get((source, storage))
@@ -298,7 +297,7 @@ class WasmBackend(Backend):
             widened = self._temporary(count * 4)
             try:
                 self._convert_rows(data, source, "float32", widened, count)
-                self.driver.call("narrow_f16", widened, destination, count)
+                self._call("narrow_f16", widened, destination, count)
             finally:
                 self._done(widened, count * 4)
             return
@@ -308,8 +307,8 @@ class WasmBackend(Backend):
         try:
             for first in range(0, count, chunk):
                 n = min(chunk, count - first)
-                self.driver.write(staging, data[first * in_size:(first + n) * in_size])
-                self.driver.call(kernel, staging, destination + first * out_size, n)
+                self._write(staging, data[first * in_size:(first + n) * in_size])
+                self._call(kernel, staging, destination + first * out_size, n)
         finally:
             self._done(staging, min(count, chunk) * in_size)
 
@@ -319,7 +318,7 @@ class WasmBackend(Backend):
         batch, seq_len = token_ids.shape
         hidden = token_table.shape[1]
         out = self._new((batch, seq_len, hidden))
-        self.driver.call("embedding", token_ids.offset, token_table.offset,
+        self._call("embedding", token_ids.offset, token_table.offset,
                          self._float32(position_table), out.offset, batch * seq_len, seq_len,
                          hidden, start_position, int(token_table.dtype == "float16"))
         return out
@@ -335,7 +334,7 @@ class WasmBackend(Backend):
                     epsilon: float) -> WasmTensor:
         hidden = x.shape[-1]
         out = self._new(x.shape)
-        self.driver.call("layer_norm", x.offset, self._float32(gamma), self._float32(beta),
+        self._call("layer_norm", x.offset, self._float32(gamma), self._float32(beta),
                          out.offset, x.size // hidden if hidden else 0, hidden, epsilon)
         return out
 
@@ -345,7 +344,7 @@ class WasmBackend(Backend):
         k = x.shape[-1]
         flags = (_BIAS if bias is not None else 0) | (_GELU if gelu else 0) \
             | (_RESIDUAL if residual is not None else 0) | (_W16 if w16 else 0)
-        self.driver.call("linear", x.offset, weight,
+        self._call("linear", x.offset, weight,
                          0 if bias is None else self._float32(bias),
                          0 if residual is None else residual.offset, out.offset,
                          x.size // k if k else 0, k, n, flags)
@@ -362,7 +361,7 @@ class WasmBackend(Backend):
         w = self._float32(weight)
         scratch = self._temporary(k * n * 4)
         try:
-            self.driver.call("transpose_32", w, scratch, k, n)
+            self._call("transpose_32", w, scratch, k, n)
             self._matmul(x, scratch, n, False, out, bias, activation == "gelu", residual)
         finally:
             self._done(scratch, k * n * 4)
@@ -381,7 +380,7 @@ class WasmBackend(Backend):
         scores_bytes = (4 * (cache_update_index + seq_len) + 4 * head_dim) * 4
         scores = self._temporary(scores_bytes)
         try:
-            self.driver.call("attention", qkv.offset, cache.offset, out.offset, scores, batch,
+            self._call("attention", qkv.offset, cache.offset, out.offset, scores, batch,
                              seq_len, hidden, num_heads, max_length, layers, layer_index,
                              cache_update_index, int(last_position_only))
         finally:
@@ -392,7 +391,7 @@ class WasmBackend(Backend):
         batch, seq_len, hidden = x.shape
         out = self._new((batch, 1, hidden))
         for b in range(batch):
-            self.driver.call("memcpy", out.offset + b * hidden * 4,
+            self._call("memcpy", out.offset + b * hidden * 4,
                              x.offset + (b * seq_len + index) * hidden * 4, hidden * 4)
         return out
 
@@ -411,7 +410,7 @@ class WasmBackend(Backend):
         rows, vocabulary = self._rows(logits)
         out = self._temporary(rows * 4)
         try:
-            self.driver.call("argmax", logits.offset, rows, vocabulary, out)
+            self._call("argmax", logits.offset, rows, vocabulary, out)
             return array("i", self._read(out, rows * 4)).tolist()
         finally:
             self._done(out, rows * 4)
@@ -423,10 +422,10 @@ class WasmBackend(Backend):
         nbytes = rows * 8 + rows * 4 + (6 * vocabulary + 2048) * 4
         block = self._temporary(nbytes)
         try:
-            self.driver.write(block, array("d", uniforms).tobytes())
+            self._write(block, array("d", uniforms).tobytes())
             ids = block + rows * 8
             # The top-p cut is compared in float32, as transformers and the cpu backend do.
-            self.driver.call("sample", logits.offset, block, ids, rows, vocabulary,
+            self._call("sample", logits.offset, block, ids, rows, vocabulary,
                              temperature, top_k, int(top_p < 1.0), 1.0 - top_p, ids + rows * 4)
             return array("i", self._read(ids, rows * 4)).tolist()
         finally:
@@ -438,7 +437,7 @@ class WasmBackend(Backend):
         rows = batch * seq_len
         out = self._temporary(rows * 4)
         try:
-            self.driver.call("token_log_probs", logits.offset, target_ids.offset, out, rows,
+            self._call("token_log_probs", logits.offset, target_ids.offset, out, rows,
                              vocabulary)
             values = array("f", self._read(out, rows * 4)).tolist()
         finally:
@@ -449,7 +448,7 @@ class WasmBackend(Backend):
     def _log_softmax(self, logits: WasmTensor) -> WasmTensor:
         rows, vocabulary = self._rows(logits)
         out = self._new(logits.shape)
-        self.driver.call("log_softmax", logits.offset, out.offset, rows, vocabulary)
+        self._call("log_softmax", logits.offset, out.offset, rows, vocabulary)
         return out
 
     def _top_k(self, x: WasmTensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
@@ -458,7 +457,7 @@ class WasmBackend(Backend):
         block = self._temporary(nbytes)
         try:
             indices = block + rows * k * 4
-            self.driver.call("top_k", x.offset, rows, vocabulary, k, block, indices,
+            self._call("top_k", x.offset, rows, vocabulary, k, block, indices,
                              indices + rows * k * 4)
             values = array("f", self._read(block, rows * k * 4)).tolist()
             ids = array("i", self._read(indices, rows * k * 4)).tolist()
@@ -469,7 +468,7 @@ class WasmBackend(Backend):
 
     def _copy(self, x: WasmTensor) -> WasmTensor:
         out = self._new(x.shape, x.dtype, x.layout, x.nbytes)
-        self.driver.call("memcpy", out.offset, x.offset, x.nbytes)
+        self._call("memcpy", out.offset, x.offset, x.nbytes)
         return out
 
     def _edit_rows(self, logits: WasmTensor, token_ids: Sequence[Sequence[int]], kernel: str,
@@ -486,8 +485,8 @@ class WasmBackend(Backend):
                 continue
             block = self._temporary(len(ids) * 4)
             try:
-                self.driver.write(block, array("i", ids).tobytes())
-                self.driver.call(kernel, out.offset + r * vocabulary * 4, vocabulary, block,
+                self._write(block, array("i", ids).tobytes())
+                self._call(kernel, out.offset + r * vocabulary * 4, vocabulary, block,
                                  len(ids), value)
             finally:
                 self._done(block, len(ids) * 4)
@@ -507,7 +506,7 @@ class WasmBackend(Backend):
         row = x.nbytes // x.shape[0] if x.shape[0] else 0
         out = self._new((len(indices),) + x.shape[1:], x.dtype, x.layout, row * len(indices))
         for i, source in enumerate(indices):
-            self.driver.call("memcpy", out.offset + i * row, x.offset + source * row, row)
+            self._call("memcpy", out.offset + i * row, x.offset + source * row, row)
         if x.host is not None:
             width = len(x.host) // x.shape[0] if x.shape[0] else 0
             out.host = [v for s in indices for v in x.host[s * width:(s + 1) * width]]
@@ -521,8 +520,8 @@ class WasmBackend(Backend):
         nbytes = batch * layers * 2 * (end - start) * heads * head_dim * 4 + batch * 4
         block = self._temporary(nbytes)
         try:
-            self.driver.write(block, array("i", indices).tobytes())
-            self.driver.call("reorder_cache", cache.offset, block + batch * 4, block, batch,
+            self._write(block, array("i", indices).tobytes())
+            self._call("reorder_cache", cache.offset, block + batch * 4, block, batch,
                              layers, heads, length, head_dim, start, end)
         finally:
             self._done(block, nbytes)
@@ -541,7 +540,7 @@ class WasmBackend(Backend):
             position = out.offset + o * row
             for t, span in zip(tensors, spans):
                 if span:
-                    self.driver.call("memcpy", position, t.offset + o * span, span)
+                    self._call("memcpy", position, t.offset + o * span, span)
                 position += span
         return out
 
@@ -551,7 +550,7 @@ class WasmBackend(Backend):
         count = candidates.shape[0]
         out = self._temporary(count * 4)
         try:
-            self.driver.call("max_cosine_similarity", context.offset, candidates.offset, out,
+            self._call("max_cosine_similarity", context.offset, candidates.offset, out,
                              batch, seq_len, hidden, count)
             return array("f", self._read(out, count * 4)).tolist()
         finally:
@@ -562,6 +561,10 @@ class WasmBackend(Backend):
         return {
             "name": self.name,
             **self.driver.describe(),
+            # The module is built with -msimd128 (it does not load without SIMD) and runs
+            # on one thread (the shared-memory build is not written yet: wasm/README.md).
+            "simd": True,
+            "threads": 1,
             "dtype": self.dtype,
             "module_bytes": MODULE_PATH.stat().st_size if MODULE_PATH.exists() else None,
             "memory_bytes": self.driver.memory_size(),

@@ -50,3 +50,57 @@ class Driver:
     def describe(self) -> dict:
         """What the driver runs on, for `webgpt2 info`."""
         return {"driver": type(self).__name__}
+
+
+def _leb128(data: bytes, position: int) -> tuple[int, int]:
+    """An unsigned LEB128 number at position: (value, the position after it)."""
+    value = shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, position
+
+
+def memory_import_pages(module_bytes: bytes) -> int:
+    """The minimum size, in pages, of the memory the module imports (its data and stack need
+    that much), read from the module's import section; 1 when it imports none.
+
+    Example:
+        >>> from webgpt2.backends.wasm.backend import load_module
+        >>> memory_import_pages(load_module()) >= 1
+        True
+    """
+    if module_bytes[:4] != b"\0asm":
+        raise DriverError(f"not a WebAssembly module: it starts {bytes(module_bytes[:4])!r}; "
+                          "expected b'\\x00asm'")
+    position = 8
+    while position < len(module_bytes):
+        section = module_bytes[position]
+        size, position = _leb128(module_bytes, position + 1)
+        end = position + size
+        if section == 2:  # imports: (module name, field name, kind, type) each
+            count, position = _leb128(module_bytes, position)
+            for _ in range(count):
+                for _ in range(2):
+                    length, position = _leb128(module_bytes, position)
+                    position += length
+                kind = module_bytes[position]
+                position += 1
+                if kind == 0:  # a function: its type index
+                    _, position = _leb128(module_bytes, position)
+                elif kind == 1:  # a table: element type, then limits
+                    flags = module_bytes[position + 1]
+                    _, position = _leb128(module_bytes, position + 2)
+                    if flags & 1:
+                        _, position = _leb128(module_bytes, position)
+                elif kind == 2:  # the memory: limits flags, then the minimum
+                    minimum, _ = _leb128(module_bytes, position + 1)
+                    return max(1, minimum)
+                else:  # a global: value type and mutability
+                    position += 2
+            return 1
+        position = end
+    return 1

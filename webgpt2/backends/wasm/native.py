@@ -183,5 +183,11 @@ class NativeDriver(Driver):
                               f"(from {self.memory_size()} bytes) failed: {e}") from e
 
     def describe(self) -> dict:
-        return {"driver": "native", "runtime": "wasmtime",
+        try:
+            from importlib.metadata import version
+
+            runtime = f"wasmtime {version('wasmtime')}"
+        except Exception:  # metadata missing (a vendored copy): the name alone
+            runtime = "wasmtime"
+        return {"driver": "native", "runtime": runtime,
                 "unchecked_calls": _wasmtime_ffi is not None}

@@ -12,6 +12,9 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
+# Shared with the wasm backend; imported from here by webgpu/backend.py.
+from webgpt2.backends.host import flatten, nest  # noqa: F401
+
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
@@ -52,32 +55,6 @@ class WebGPUTensor:
 def row_words(values: int, storage: str) -> int:
     """vec4<u32> words per stored row of `values` numbers (two float16 values per u32)."""
     return ceil_div(values, 8 if storage == "float16" else 4)
-
-
-def flatten(values: Any) -> tuple[list, tuple[int, ...]]:
-    """Nested lists -> (flat list, shape), checking that the nesting is rectangular."""
-    if not isinstance(values, (list, tuple)):
-        return [values], ()
-    if not values:
-        return [], (0,)
-    parts = [flatten(v) for v in values]
-    inner = parts[0][1]
-    if any(shape != inner for _, shape in parts):
-        raise ValueError(f"ragged nested list: rows have shapes {[s for _, s in parts]}")
-    flat: list = []
-    for part, _ in parts:
-        flat.extend(part)
-    return flat, (len(values),) + inner
-
-
-def nest(flat: list, shape: Sequence[int]) -> Any:
-    """The flat list's values as nested lists of this shape (the inverse of `flatten`)."""
-    if not shape:
-        return flat[0]
-    if len(shape) == 1:
-        return list(flat)
-    step = math.prod(shape[1:])
-    return [nest(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
 def position_major(flat: list, shape: tuple[int, ...]) -> list:
