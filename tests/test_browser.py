@@ -1,5 +1,6 @@
 """The demo page in headless Chromium: boot, the browser WebGPU driver, parity with the native
-`cpu` backend, Stop, errors, a screenshot, and the `wasm` backend when NumPy is reachable.
+`cpu` backend, Stop, errors, a screenshot, and the page's NumPy `cpu` backend when NumPy is
+reachable (the `wasm` backend in the page: test_browser_wasm.py).
 
 The page is served from 127.0.0.1 by an in-process server with the transformers-written test
 checkpoints mounted beside it, and loaded by URL as a user would load a Hugging Face folder.
@@ -551,24 +552,26 @@ def test_builtin_model(page):
     assert result["timings"]["generatedTokens"] >= 1
 
 
-def test_wasm_backend_without_numpy_says_why(page):
+def test_cpu_backend_without_numpy_says_why(page):
+    """`cpu` in the page is NumPy's backend: it needs a Pyodide NumPy (the wasm backend does
+    not; tests/test_browser_wasm.py)."""
     if os.environ.get(NUMPY_ENV):
-        pytest.skip(f"{NUMPY_ENV} is set: the wasm backend has NumPy")
+        pytest.skip(f"{NUMPY_ENV} is set: the cpu backend has NumPy")
     message = rejection(page, "webgpt2.loadModel(location.origin + '/ckpt/tiny', "
-                              "{backend: 'wasm'})")
+                              "{backend: 'cpu'})")
     if message is None:
         pytest.skip("Pyodide's CDN served NumPy (this machine has internet): nothing to explain")
     assert "NumPy" in message and NUMPY_ENV in message
     assert generate(page, "Hi", maxNewTokens=2)["timings"]["generatedTokens"] == 2
 
 
-def test_wasm_backend_matches_cpu(page, tiny_cpu):
+def test_cpu_backend_in_the_page_matches_native_cpu(page, tiny_cpu):
     if not os.environ.get(NUMPY_ENV):
         pytest.skip(f"no Pyodide NumPy is reachable here: set {NUMPY_ENV} to a Pyodide "
-                    "numpy wheel (or a folder of Pyodide wheels) to test the wasm backend")
+                    "numpy wheel (or a folder of Pyodide wheels) to test the page's cpu backend")
     expected = record_generation(tiny_cpu, PROMPT, 16)["tokenIds"]
-    info = load(page, "tiny", backend="wasm")
-    assert info["backend"] == "wasm"
+    info = load(page, "tiny", backend="cpu")
+    assert info["backend"] == "cpu"
     result = generate(page, PROMPT, maxNewTokens=16, sampler="greedy")
     assert result["tokenIds"] == expected
 

@@ -143,22 +143,52 @@ function selectedSource() {
   return { source: "gpt2_shakespeare_en", key: "builtin:" };
 }
 
-function fillBackends(status) {
+// The automatic backend: webgpu on a hardware adapter; wasm when there is no adapter or only
+// a software one (a fallback adapter, or SwiftShader, which runs WebGPU on the CPU and is
+// many times slower than the wasm kernels). Returns {name, why}.
+function automaticBackend(status, adapter) {
+  const usable = (name) => status[name] === "available";
+  const software = adapter && (adapter.isFallbackAdapter ||
+    /swiftshader/i.test(`${adapter.description} ${adapter.architecture} ${adapter.vendor}`));
+  if (usable("webgpu") && adapter && !software) {
+    const name = adapter.description || adapter.vendor || "hardware";
+    return { name: "webgpu", why: `the WebGPU adapter is a GPU (${name})` };
+  }
+  const gpu = !adapter ? "this browser gives no WebGPU adapter"
+    : /swiftshader/i.test(`${adapter.description} ${adapter.architecture}`)
+      ? "WebGPU here is SwiftShader, a software fallback" : "the WebGPU adapter is a software fallback";
+  if (usable("wasm")) return { name: "wasm", why: `${gpu}: the CPU kernels are faster` };
+  const other = ["webgpu", "cpu"].find(usable);
+  return other ? { name: other, why: `the wasm backend does not start here` } : null;
+}
+
+function fillBackends(status, adapter) {
   ui.backend.replaceChildren();
-  const order = ["webgpu", "wasm", ...Object.keys(status).filter((n) => n !== "webgpu" && n !== "wasm")];
+  const first = ["webgpu", "wasm", "cpu"];
+  const order = [...first, ...Object.keys(status).filter((n) => !first.includes(n))];
   for (const name of order) {
     if (!(name in status)) continue;
     const option = document.createElement("option");
     option.value = name;
     const available = status[name] === "available";
-    // wasm can still become available: the worker fetches NumPy for it on demand.
-    option.textContent = available ? name : `${name} (${name === "wasm" ? "needs NumPy" : "unavailable"})`;
+    // cpu can still become available: the worker fetches NumPy for it on demand.
+    option.textContent = available ? name : `${name} (${name === "cpu" ? "needs NumPy" : "unavailable"})`;
     option.title = status[name];
-    option.disabled = !available && name !== "wasm";
+    option.disabled = !available && name !== "cpu";
     ui.backend.append(option);
   }
+  const chosen = automaticBackend(status, adapter);
   const firstUsable = [...ui.backend.options].find((o) => !o.disabled);
-  if (firstUsable) ui.backend.value = firstUsable.value;
+  if (chosen) ui.backend.value = chosen.name;
+  else if (firstUsable) ui.backend.value = firstUsable.value;
+  let note = document.getElementById("backend-choice");
+  if (!note) {
+    note = document.createElement("small");
+    note.id = "backend-choice";
+    (ui.backend.closest("label") || ui.backend).after(note);
+  }
+  note.textContent = chosen ? ` Chose ${chosen.name}: ${chosen.why}.` : "";
+  document.body.dataset.autoBackend = chosen ? chosen.name : "";
 }
 
 function describeModel(info) {
@@ -452,7 +482,7 @@ function backendProblem(name, status) {
 webgpt2.ready.then(
   (info) => {
     ready = true;
-    fillBackends(info.backends);
+    fillBackends(info.backends, info.adapter);
     const versions = `Python ${info.python} (Pyodide ${info.pyodide}), webgpt2 ${info.webgpt2}`;
     const usable = Object.keys(info.backends).filter((n) => info.backends[n] === "available");
     if (usable.length) {

@@ -40,12 +40,19 @@ def _webgpu_backend():
 
 
 def _wasm_backend():
+    from webgpt2.backends.wasm.backend import WasmBackend
+
+    return WasmBackend()  # the browser driver: the page's own WebAssembly engine
+
+
+def _cpu_backend():
+    # NumPy's backend: only where a Pyodide NumPy was loaded (worker.js fetches it on demand).
     from webgpt2.backends.cpu import CPUBackend
 
     return CPUBackend()
 
 
-_FACTORIES = {"wasm": _wasm_backend, "webgpu": _webgpu_backend}
+_FACTORIES = {"webgpu": _webgpu_backend, "wasm": _wasm_backend, "cpu": _cpu_backend}
 
 
 def _register_backends(names: Iterable[str] = tuple(_FACTORIES)) -> None:
@@ -138,6 +145,9 @@ def _describe(backend: Any) -> str:
         info = backend.describe()
     except Exception:  # describing is cosmetic; never fail a load over it
         return backend.name
+    if info.get("driver") == "browser" and "threads" in info:  # wasm: the engine, threads
+        threads = info["threads"]
+        return f"{info.get('runtime')}, SIMD, {threads} thread{'s' if threads != 1 else ''}"
     return str(info.get("adapter") or info.get("device") or info.get("name") or backend.name)
 
 

@@ -70,7 +70,7 @@ async function boot(stopBuffer) {
     const { loadPyodide } = await import(indexURL + "pyodide.mjs");
     pyodide = await loadPyodide({
       indexURL,
-      // A local runtime has no package wheels: NumPy for the wasm backend comes from the CDN.
+      // A local runtime has no package wheels: NumPy for the cpu backend comes from the CDN.
       ...(local ? { packageBaseUrl: manifest.pyodideCdn } : {}),
       stdout: (line) => console.log(line),
       stderr: (line) => console.warn(line),
@@ -95,6 +95,7 @@ async function boot(stopBuffer) {
     ...info,
     pyodide: pyodide.version,
     webgpu: Boolean(self.navigator.gpu),
+    adapter: await adapterInfo(),
     crossOriginIsolated: self.crossOriginIsolated,
     numpyWheels: manifest.packages,
     manifest,
@@ -118,25 +119,43 @@ async function call(name, ...args) {
   }
 }
 
-// NumPy for the wasm backend: wheels shipped with the build, else Pyodide's CDN.
+// The WebGPU adapter this browser gives (null when none), for the page's automatic choice
+// of backend: a software adapter (SwiftShader) is slower than the wasm backend.
+async function adapterInfo() {
+  if (!self.navigator.gpu) return null;
+  try {
+    const adapter = await self.navigator.gpu.requestAdapter();
+    if (!adapter) return null;
+    const info = adapter.info || {};
+    return {
+      vendor: info.vendor || "", architecture: info.architecture || "",
+      description: info.description || "", device: info.device || "",
+      isFallbackAdapter: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter),
+    };
+  } catch {
+    return null;
+  }
+}
+
+// NumPy for the cpu backend: wheels shipped with the build, else Pyodide's CDN.
 async function ensureNumpy() {
   if (pyodide.runPython("import importlib.util; importlib.util.find_spec('numpy') is not None")) {
     return;
   }
   const started = performance.now();
-  status("Loading NumPy for the wasm backend");
+  status("Loading NumPy for the cpu backend");
   const errors = [];
   const names = manifest.packages.length
     ? manifest.packages.map((name) => new URL("wheels/" + name, here).href)
     : ["numpy"];
   await pyodide.loadPackage(names, { errorCallback: (message) => errors.push(message) });
   if (!pyodide.runPython("import importlib.util; importlib.util.find_spec('numpy') is not None")) {
-    throw new Error("the wasm backend needs NumPy for Pyodide, which could not be loaded " +
+    throw new Error("the cpu backend needs NumPy for Pyodide, which could not be loaded " +
       `(${errors.join("; ") || "no package found"}); build the page with ` +
       "WEBGPT2_PYODIDE_NUMPY naming a Pyodide NumPy wheel, or use a machine with internet");
   }
   console.log(`NumPy loaded in ${(performance.now() - started).toFixed(0)} ms`);
-  await call("backends"); // the wasm backend failed without NumPy: try it again
+  await call("backends"); // the cpu backend failed without NumPy: try it again
 }
 
 // ---- checkpoint files into the Pyodide file system, with byte progress ----
@@ -323,7 +342,7 @@ const handlers = {
     if (!(backend in known)) {
       throw new Error(`Backend is "${backend}"; expected one of ${Object.keys(known).join(", ")}`);
     }
-    if (backend === "wasm") await ensureNumpy();
+    if (backend === "cpu") await ensureNumpy();
     const controller = new AbortController();
     const cancelWatch = setInterval(() => {
       if (loadCancelled(id)) controller.abort();
