@@ -11,6 +11,11 @@
 // Entry points and workgroups (linear_subgroups.wgsl adds the faster decode kernels):
 //   matvec: small M (decode) without subgroups, or rows that are not whole vec4 words;
 //     64 invocations, one output column n each, looping over m.
+//   Split K (splits > 1, the matrix-vector kernels only, for devices with many compute
+//     units): workgroup w takes column block w % n_blocks and part w / n_blocks of K, and
+//     writes its raw partial sums to y as row (part * m + row) of an [splits * m, n] scratch
+//     (flags 0); combine_splits then adds the parts (bound as x) and applies the epilogue,
+//     one invocation per output, 64 per workgroup.
 //   matmul_blocked: larger M (prefill) with whole-word rows (K a multiple of 4, x rows on a
 //     vec4 boundary); 64 invocations, each a BLOCK x BLOCK (4x4) block of y, a workgroup
 //     BLOCK x (64 * BLOCK) outputs.
@@ -30,7 +35,8 @@ struct Params {
     r_offset: u32,
     flags: u32,      // 1 bias, 2 gelu, 4 residual
     w_f16: u32,
-    n_blocks: u32,   // output column blocks of the tiled kernels (0 for the others)
+    n_blocks: u32,   // output column blocks (of the workgroup grid)
+    splits: u32,     // parts of K (matrix-vector kernels), 1 = no split
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -60,6 +66,38 @@ fn finish(m: u32, n: u32, acc: f32) {
         v += residual[p.r_offset + o];
     }
     y[p.y_offset + o] = v;
+}
+
+// The result of output (m, n), or with split K this part's partial sum of it.
+fn store(part: u32, m: u32, n: u32, acc: f32) {
+    if (p.splits > 1u) {
+        y[p.y_offset + (part * p.m + m) * p.n + n] = acc;
+    } else {
+        finish(m, n, acc);
+    }
+}
+
+// The vec4 words [first, end) of K that K-part `part` of `words` covers.
+fn part_words(part: u32, words: u32) -> vec2<u32> {
+    let per = (words + p.splits - 1u) / p.splits;
+    return vec2<u32>(min(part * per, words), min(part * per + per, words));
+}
+
+@compute @workgroup_size(64)
+fn combine_splits(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.y * nwg.x + wid.x) * 64u + lid;
+    if (i >= p.m * p.n) {
+        return;
+    }
+    let m = i / p.n;
+    let n = i % p.n;
+    var acc = 0.0;
+    for (var part = 0u; part < p.splits; part++) {
+        acc += xs(p.x_offset + (part * p.m + m) * p.n + n);
+    }
+    finish(m, n, acc);
 }
 
 fn weight(n: u32, k: u32) -> f32 {
@@ -135,14 +173,21 @@ fn dot_tail(xb: u32, n: u32) -> f32 {
 fn matvec(@builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-    let n = (wid.y * nwg.x + wid.x) * 64u + lid;
+    let flat = wid.y * nwg.x + wid.x;
+    let part = flat / p.n_blocks;
+    let n = (flat % p.n_blocks) * 64u + lid;
     if (n >= p.n) {
         return;
     }
-    let words = full_words();
+    let range = part_words(part, full_words());
+    let last = part + 1u == p.splits;
     for (var m = 0u; m < p.m; m++) {
         let xb = p.x_offset + m * p.k;
-        finish(m, n, dot_words(xb, n, 0u, words, 1u) + dot_tail(xb, n));
+        var acc = dot_words(xb, n, range.x, range.y, 1u);
+        if (last) {
+            acc += dot_tail(xb, n);
+        }
+        store(part, m, n, acc);
     }
 }
 

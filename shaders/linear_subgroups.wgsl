@@ -13,7 +13,8 @@
 // and carries no dtype branch: not every shader compiler hoists a uniform branch out of a
 // loop, and CPU implementations such as lavapipe run the branching loop markedly slower.
 // Workgroup: 64 invocations = 8 lane groups = F32_COLUMNS (f32) or F16_COLUMNS (f16) output
-// columns, which the backend sizes its grid by; flattened over x and y.
+// columns, which the backend sizes its grid by; flattened over x and y. With split K
+// (linear.wgsl) a workgroup covers its columns over one part of K.
 
 const ROWS: u32 = 4u;  // W rows per lane group (f32)
 const F32_COLUMNS: u32 = 32u;  // 8 lane groups x ROWS
@@ -26,21 +27,22 @@ fn horizontal(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
-// The first of this lane group's rows.
-fn first_row(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wid.y * nwg.x + wid.x) * F32_COLUMNS + (lid >> 3u) * ROWS;
+// The workgroup's column block and part of K.
+fn block_part(wid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    let flat = wid.y * nwg.x + wid.x;
+    return vec2<u32>(flat % p.n_blocks, flat / p.n_blocks);
 }
 
 // Lane 0 writes the four rows' results (every lane took part in the shuffles, so rows past
 // N were clamped, not skipped).
-fn finish_rows(lane: u32, m: u32, n: u32, a0: vec4<f32>, a1: vec4<f32>,
+fn finish_rows(lane: u32, part: u32, m: u32, n: u32, a0: vec4<f32>, a1: vec4<f32>,
                a2: vec4<f32>, a3: vec4<f32>) {
     let s = vec4<f32>(lane_group_sum(horizontal(a0)), lane_group_sum(horizontal(a1)),
                       lane_group_sum(horizontal(a2)), lane_group_sum(horizontal(a3)));
     if (lane == 0u) {
         for (var r = 0u; r < ROWS; r++) {
             if (n + r < p.n) {
-                finish(m, n + r, s[r]);
+                store(part, m, n + r, s[r]);
             }
         }
     }
@@ -51,13 +53,14 @@ fn matvec_subgroups_f32(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let lane = lid & 7u;
-    let n = first_row(wid, nwg, lid);
+    let bp = block_part(wid, nwg);
+    let n = bp.x * F32_COLUMNS + (lid >> 3u) * ROWS;
     let last = p.n - 1u;
     let w0 = min(n, last) * p.w_stride;
     let w1 = min(n + 1u, last) * p.w_stride;
     let w2 = min(n + 2u, last) * p.w_stride;
     let w3 = min(n + 3u, last) * p.w_stride;
-    let words = p.k >> 2u;
+    let range = part_words(bp.y, p.k >> 2u);
     for (var m = 0u; m < p.m; m++) {
         let xb = p.x_offset + m * p.k;
         let xv = xb >> 2u;
@@ -65,14 +68,14 @@ fn matvec_subgroups_f32(@builtin(workgroup_id) wid: vec3<u32>,
         var a1 = vec4<f32>(0.0);
         var a2 = vec4<f32>(0.0);
         var a3 = vec4<f32>(0.0);
-        for (var i = lane; i < words; i += 8u) {
+        for (var i = range.x + lane; i < range.y; i += 8u) {
             let xi = x[xv + i];
             a0 += bitcast<vec4<f32>>(w[w0 + i]) * xi;
             a1 += bitcast<vec4<f32>>(w[w1 + i]) * xi;
             a2 += bitcast<vec4<f32>>(w[w2 + i]) * xi;
             a3 += bitcast<vec4<f32>>(w[w3 + i]) * xi;
         }
-        finish_rows(lane, m, n, a0, a1, a2, a3);
+        finish_rows(lane, bp.y, m, n, a0, a1, a2, a3);
     }
 }
 
@@ -81,17 +84,18 @@ fn matvec_subgroups_f16(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let lane = lid & 7u;
-    let n = (wid.y * nwg.x + wid.x) * F16_COLUMNS + (lid >> 3u) * F16_ROWS;
+    let bp = block_part(wid, nwg);
+    let n = bp.x * F16_COLUMNS + (lid >> 3u) * F16_ROWS;
     let last = p.n - 1u;
     var base: array<u32, F16_ROWS>;
     for (var r = 0u; r < F16_ROWS; r++) {
         base[r] = min(n + r, last) * p.w_stride;
     }
-    let words = p.k >> 3u;
+    let range = part_words(bp.y, p.k >> 3u);
     for (var m = 0u; m < p.m; m++) {
         let xv = (p.x_offset + m * p.k) >> 2u;
         var acc = array<vec4<f32>, F16_ROWS>();
-        for (var i = lane; i < words; i += 8u) {
+        for (var i = range.x + lane; i < range.y; i += 8u) {
             let lo = x[xv + 2u * i];
             let hi = x[xv + 2u * i + 1u];
             for (var r = 0u; r < F16_ROWS; r++) {
@@ -100,8 +104,8 @@ fn matvec_subgroups_f16(@builtin(workgroup_id) wid: vec3<u32>,
                     + vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)) * hi;
             }
         }
-        finish_rows(lane, m, n, acc[0], acc[1], acc[2], acc[3]);
-        finish_rows(lane, m, n + 4u, acc[4], acc[5], acc[6], acc[7]);
+        finish_rows(lane, bp.y, m, n, acc[0], acc[1], acc[2], acc[3]);
+        finish_rows(lane, bp.y, m, n + 4u, acc[4], acc[5], acc[6], acc[7]);
     }
 }
 

@@ -381,3 +381,125 @@ def test_float16_model_within_stated_tolerance(backend, tiny_checkpoint, tiny_mo
     expected = np.array(cpu.backend.to_list(cpu(PROMPT)))
     got = np.array(gpu.backend.to_list(gpu(PROMPT)))
     assert np.abs(got - expected).max() <= F16_LOGITS_TOLERANCE * np.abs(expected).max()
+
+
+# ---- generation operations on the device ---------------------------------------------------
+def _head_major_cache(b, values: np.ndarray):
+    """A KV cache as the model makes it (zeros: head-major in memory) holding `values`
+    [B, L, 2, T, nh, hd]."""
+    cache = b.zeros(values.shape)
+    assert cache.layout == "cache"
+    b.recorder.write(cache.buffer, np.ascontiguousarray(values.swapaxes(3, 4)).tobytes())
+    return cache
+
+
+@pytest.mark.parametrize("shape", [(3, 1000), (3, 1, 1000)])
+def test_generation_operations_run_on_the_device_and_equal_cpu(backend, shape):
+    cpu = webgpt2.get_backend("cpu")
+    r = np.random.default_rng(4)
+    logits = (r.standard_normal(shape) * 3).astype(np.float32)
+    logits.reshape(3, -1)[1, [4, 9, 300, 999]] = 9.5  # ties come in index order
+    ids = [[1, 1, 5, 999, 2000], [], [0, 7, -3]]
+    ours, theirs = backend.tensor(logits.tolist(), "float32"), cpu.tensor(logits.tolist(),
+                                                                          "float32")
+    np.testing.assert_allclose(values(backend, backend.log_softmax(ours)),
+                               values(cpu, cpu.log_softmax(theirs)), rtol=1e-5, atol=1e-5)
+    for k in (1, 4, 16, 17):  # 17: past the kernel's MAX_K, the host default
+        assert backend.top_k(ours, k) == cpu.top_k(theirs, k)
+    np.testing.assert_allclose(values(backend, backend.apply_repetition_penalty(ours, ids, 1.7)),
+                               values(cpu, cpu.apply_repetition_penalty(theirs, ids, 1.7)))
+    masked = backend.mask_tokens(ours, ids)
+    np.testing.assert_array_equal(values(backend, masked),
+                                  values(cpu, cpu.mask_tokens(theirs, ids)))
+    assert backend.top_k(masked, 3) == cpu.top_k(cpu.mask_tokens(theirs, ids), 3)
+    context = r.standard_normal((2, 5, 24)).astype(np.float32)
+    candidates = r.standard_normal((6, 1, 24)).astype(np.float32)
+    np.testing.assert_allclose(
+        backend.max_cosine_similarity(backend.tensor(context.tolist(), "float32"),
+                                      backend.tensor(candidates.tolist(), "float32")),
+        cpu.max_cosine_similarity(cpu.tensor(context.tolist(), "float32"),
+                                  cpu.tensor(candidates.tolist(), "float32")), atol=1e-5)
+    # A beam step's log-softmax and top-k read back ids and values of k candidates per row,
+    # not rows of logits.
+    backend.reset_counters()
+    backend.top_k(backend.log_softmax(backend.mask_tokens(ours, ids)), 8)
+    assert backend.counters["bytes_read"] == 3 * 2 * 8 * 4
+
+
+def test_cache_gather_reorder_and_concatenate_on_the_device(backend):
+    r = np.random.default_rng(5)
+    cache = r.standard_normal((3, 2, 2, 7, 3, 8)).astype(np.float32)
+    t = _head_major_cache(backend, cache)
+    gathered = backend.gather_batch(t, [2, 0, 0])
+    assert gathered.layout == "cache"
+    np.testing.assert_array_equal(values(backend, gathered), cache[[2, 0, 0]])
+    backend.reset_counters()
+    reordered = backend.reorder_cache(gathered, [1, 2, 0], 2, 6)
+    expected = cache[[2, 0, 0]].copy()
+    expected[:, :, :, 2:6] = cache[[0, 0, 2]][:, :, :, 2:6]
+    np.testing.assert_array_equal(values(backend, reordered), expected)
+    assert backend.counters["submissions"] == 1  # the read above; the reorder is two kernels
+    x = r.standard_normal((2, 3, 8)).astype(np.float32)
+    y = r.standard_normal((2, 1, 8)).astype(np.float32)
+    joined = backend.concatenate([backend.tensor(x.tolist(), "float32"),
+                                  backend.tensor(y.tolist(), "float32")], axis=1)
+    np.testing.assert_array_equal(values(backend, joined), np.concatenate([x, y], 1))
+    ints = backend.concatenate([backend.tensor([[1, 2]], "int32"),
+                                backend.tensor([[3]], "int32")], axis=1)
+    assert backend.to_list(ints) == [[1, 2, 3]]
+
+
+def test_beam_and_contrastive_search_match_cpu(tiny_models):
+    cpu, gpu = tiny_models
+    for options in (dict(sampler="beam", num_beams=4), dict(sampler="contrastive", top_k=4,
+                                                            penalty_alpha=0.6),
+                    dict(sampler="beam", num_beams=3, repetition_penalty=1.3,
+                         no_repeat_ngram_size=2)):
+        got = gpu.generate(["The quick brown fox", "Hi"], max_new_tokens=10,
+                           stop_token_ids=None, **options)
+        assert got == cpu.generate(["The quick brown fox", "Hi"], max_new_tokens=10,
+                                   stop_token_ids=None, **options)
+
+
+# ---- kernel shapes pinned for a small and a large device ------------------------------------
+@pytest.mark.parametrize("profile", ["small", "large"])
+def test_pinned_device_profiles_give_the_cpu_backend_results(backend, profile, tiny_checkpoint,
+                                                             tiny_models):
+    from webgpt2.backends.webgpu import WebGPUBackend
+
+    cpu, _ = tiny_models
+    b = WebGPUBackend(driver=backend.driver, device_profile=profile)
+    b.poison = True
+    assert b.device_profile.name == profile
+    r = np.random.default_rng(9)
+    for rows, k, n in ((1, 768, 768), (3, 3072, 96), (2, 64, 3000), (1, 30, 70)):
+        x = r.standard_normal((rows, k)).astype(np.float32)
+        w = r.standard_normal((k, n)).astype(np.float32)
+        bias = r.standard_normal(n).astype(np.float32)
+        residual = r.standard_normal((rows, n)).astype(np.float32)
+        got = b.linear(b.tensor(x.tolist(), "float32"), b.upload(host(w), "linear"),
+                       b.upload(host(bias)), "gelu", b.tensor(residual.tolist(), "float32"))
+        expected = cpu.backend.to_list(cpu.backend.linear(
+            cpu.backend.tensor(x.tolist(), "float32"), cpu.backend.upload(host(w), "linear"),
+            cpu.backend.upload(host(bias)), "gelu",
+            cpu.backend.tensor(residual.tolist(), "float32")))
+        np.testing.assert_allclose(values(b, got), expected, **MATMUL)
+    gpu = _load(tiny_checkpoint, b)
+    assert _greedy(gpu, PROMPT, 12) == _greedy(cpu, PROMPT, 12)
+    np.testing.assert_allclose(np.array(b.to_list(gpu(PROMPT))),
+                               np.array(cpu.backend.to_list(cpu(PROMPT))), rtol=1e-4, atol=1e-4)
+
+
+def test_the_large_profile_splits_k_so_a_768_wide_layer_starts_enough_workgroups():
+    from webgpt2.backends.webgpu.device_profile import LARGE, SMALL, choose_profile
+    from webgpt2.backends.webgpu.driver import AdapterInfo
+
+    assert LARGE.matvec_splits(24, 192) * 24 >= 96  # c_proj of GPT-2 124M, 24 blocks of 32
+    assert LARGE.matvec_splits(1571, 192) == 1  # the LM head already fills the device
+    assert SMALL.matvec_splits(24, 192) == 1
+    assert choose_profile(AdapterInfo("llvmpipe (LLVM 15)", "Vulkan", "native")) is SMALL
+    assert choose_profile(AdapterInfo("Google SwiftShader", "browser", "browser")) is SMALL
+    assert choose_profile(AdapterInfo("NVIDIA H100", "Vulkan", "native",
+                                      adapter_type="DiscreteGPU")) is LARGE
+    with pytest.raises(ValueError, match="device_profile 'huge'"):
+        choose_profile(AdapterInfo("x", "y", "native"), "huge")

@@ -21,8 +21,11 @@ from array import array
 from typing import Any
 
 from webgpt2.backends.base import Backend, HostTensor
+from webgpt2.backends.webgpu import generation
 from webgpt2.backends.webgpu.buffers import Buffers
+from webgpt2.backends.webgpu.device_profile import choose_profile
 from webgpt2.backends.webgpu.driver import Binding, Driver, DriverError
+from webgpt2.backends.webgpu.linear import record_matmul
 from webgpt2.backends.webgpu.recorder import Recorder
 from webgpt2.backends.webgpu.tensor import (
     WebGPUTensor,
@@ -34,8 +37,6 @@ from webgpt2.backends.webgpu.tensor import (
 )
 from webgpt2.backends.webgpu.weights import upload_embedding, upload_linear, upload_plain
 
-_MATVEC_MAX_ROWS = 4  # up to this many rows (decode) the matrix-vector kernels are used
-
 
 class WebGPUBackend(Backend):
     """GPT-2's operations as WGSL compute kernels on a WebGPU device.
@@ -43,7 +44,9 @@ class WebGPUBackend(Backend):
     driver: a `Driver` (the native wgpu-py one by default). dtype: the storage dtype of
     linear weights and the token table ("float32" or "float16"). max_binding_size: use at
     most this many bytes per storage binding (the device's limit by default; smaller values
-    exercise the big-buffer paths in tests). Setting `poison = True` fills every new
+    exercise the big-buffer paths in tests). device_profile: "small" or "large" forces the
+    kernel shapes of a CPU-like or a many-unit device (device_profile.py); by default they
+    are chosen from the adapter. Setting `poison = True` fills every new
     activation buffer with NaN first, so a kernel that leaves an element unwritten shows.
     `recorder` (kernels, dispatches, submission) and `buffers` (activation memory and
     bindings) are there for code that runs kernels of its own, such as benchmarks.
@@ -59,7 +62,8 @@ class WebGPUBackend(Backend):
     storage_dtypes = ("float32", "float16")
 
     def __init__(self, driver: Driver | None = None, dtype: str = "float32",
-                 max_binding_size: int | None = None) -> None:
+                 max_binding_size: int | None = None,
+                 device_profile: str | None = None) -> None:
         if driver is None:
             if sys.platform == "emscripten":  # in a web page: the browser's navigator.gpu
                 from webgpt2.backends.webgpu.browser import BrowserDriver
@@ -76,6 +80,7 @@ class WebGPUBackend(Backend):
         binding_limit = int(driver.info.limits.get("max_storage_buffer_binding_size", 128 << 20))
         if max_binding_size is not None:
             binding_limit = min(binding_limit, int(max_binding_size))
+        self.device_profile = choose_profile(driver.info, device_profile)
         self.recorder = Recorder(driver)
         self.buffers = Buffers(self.recorder, binding_limit)
         self.subgroup_matvec = self._lane_groups_work()
@@ -244,61 +249,6 @@ class WebGPUBackend(Backend):
             )
         return out
 
-    def _matmul(self, x: WebGPUTensor, rows: int, k: int, weight_binding: Binding,
-                words: int, n: int, w_f16: bool, out: WebGPUTensor, out_width: int,
-                out_column: int, bias: WebGPUTensor | None = None, gelu: bool = False,
-                residual: WebGPUTensor | None = None) -> None:
-        """Record y[:, out_column:out_column+n] = act(x @ W^T + bias) + residual."""
-        chunk_tensors = [(x, k), (out, out_width)]
-        if residual is not None:
-            chunk_tensors.append((residual, out_width))
-        buffers = self.buffers
-        for r0, r1 in buffers.row_chunks(rows, chunk_tensors):
-            x_binding, x_shift = buffers.bind(1, x, r0 * k, r1 * k)
-            y_binding, y_shift = buffers.bind(5, out, r0 * out_width, r1 * out_width)
-            if residual is not None:
-                r_binding, r_shift = buffers.bind(4, residual, r0 * out_width, r1 * out_width)
-            else:
-                r_binding, r_shift = buffers.placeholder(4), 0
-            b_binding = buffers.bind(3, bias)[0] if bias is not None else buffers.placeholder(3)
-            flags = (1 if bias is not None else 0) | (2 if gelu else 0) \
-                | (4 if residual is not None else 0)
-            m = r1 - r0
-            kernel, workgroups, n_blocks = self._matmul_kernel(m, n, k, x_shift, w_f16)
-            self.recorder.dispatch(
-                kernel, [x_binding, weight_binding, b_binding, r_binding, y_binding], workgroups,
-                m=m, n=n, k=k, w_stride=words, x_offset=x_shift, y_offset=y_shift,
-                y_stride=out_width, y_column=out_column, r_offset=r_shift, flags=flags,
-                w_f16=w_f16, n_blocks=n_blocks,
-            )
-
-    def _matmul_kernel(self, m: int, n: int, k: int, x_shift: int, w_f16: bool) -> tuple:
-        """The linear kernel for an m x k by k x n product, its workgroup count, and its
-        count of output column blocks (how the tiled kernels split their workgroups)."""
-        kernel = self.recorder.kernel
-        aligned = x_shift % 4 == 0 and k % 4 == 0  # whole vec4 words of x per row
-        if m <= _MATVEC_MAX_ROWS and self.subgroup_matvec and aligned \
-                and k % (8 if w_f16 else 4) == 0:
-            if w_f16:
-                chosen = kernel("linear_subgroups.wgsl", "matvec_subgroups_f16")
-                columns = chosen.constants["F16_COLUMNS"]
-            else:
-                chosen = kernel("linear_subgroups.wgsl", "matvec_subgroups_f32")
-                columns = chosen.constants["F32_COLUMNS"]
-            return chosen, ceil_div(n, columns), 0
-        if m <= _MATVEC_MAX_ROWS:
-            chosen = kernel("linear.wgsl", "matvec")
-            return chosen, ceil_div(n, chosen.workgroup_size), 0
-        if aligned:
-            chosen = kernel("linear.wgsl", "matmul_blocked")
-            block = chosen.constants["BLOCK"]  # each invocation's BLOCK x BLOCK outputs
-            n_blocks = ceil_div(n, block * chosen.workgroup_size)
-            return chosen, ceil_div(m, block) * n_blocks, n_blocks
-        chosen = kernel("linear.wgsl", "matmul")
-        tile = chosen.constants["TILE"]
-        n_blocks = ceil_div(n, tile)
-        return chosen, ceil_div(m, tile) * n_blocks, n_blocks
-
     def _linear(self, x: WebGPUTensor, weight: WebGPUTensor, bias: WebGPUTensor | None,
                 activation: str | None, residual: WebGPUTensor | None) -> WebGPUTensor:
         if weight.layout != "linear":
@@ -306,7 +256,7 @@ class WebGPUBackend(Backend):
                              f"layout {weight.layout!r}")
         k, n = weight.shape
         out = self.buffers.new(x.shape[:-1] + (n,))
-        self._matmul(x, x.size // k, k, Binding(2, weight.buffer, 0, weight.buffer_size),
+        record_matmul(self, x, x.size // k, k, Binding(2, weight.buffer, 0, weight.buffer_size),
                      weight.row_words, n, weight.dtype == "float16", out, n, 0, bias,
                      activation == "gelu", residual)
         return out
@@ -391,7 +341,7 @@ class WebGPUBackend(Backend):
         rows = x.size // hidden
         f16 = token_table.dtype == "float16"
         for buffer, size, first, count in self._table(token_table):
-            self._matmul(x, rows, hidden, Binding(2, buffer, 0, size), token_table.row_words,
+            record_matmul(self, x, rows, hidden, Binding(2, buffer, 0, size), token_table.row_words,
                          count, f16, out, vocabulary, first)
         return out
 
@@ -445,6 +395,34 @@ class WebGPUBackend(Backend):
         values = array("f", self._read(out, rows)).tolist()
         return [values[b * seq_len:(b + 1) * seq_len] for b in range(batch)]
 
+    # ---- generation operations, on the device (generation.py) -------------------------------
+    def _log_softmax(self, logits: WebGPUTensor) -> WebGPUTensor:
+        return generation.log_softmax(self, logits)
+
+    def _top_k(self, x: WebGPUTensor, k: int) -> tuple[list, list]:
+        return generation.top_k(self, x, k)
+
+    def _apply_repetition_penalty(self, logits: WebGPUTensor, token_ids: Any,
+                                  penalty: float) -> WebGPUTensor:
+        return generation.apply_repetition_penalty(self, logits, token_ids, penalty)
+
+    def _mask_tokens(self, logits: WebGPUTensor, token_ids: Any, value: float) -> WebGPUTensor:
+        return generation.mask_tokens(self, logits, token_ids, value)
+
+    def _gather_batch(self, x: WebGPUTensor, indices: list[int]) -> WebGPUTensor:
+        return generation.gather_batch(self, x, indices)
+
+    def _reorder_cache(self, cache: WebGPUTensor, indices: list[int], start: int,
+                       end: int) -> WebGPUTensor:
+        return generation.reorder_cache(self, cache, indices, start, end)
+
+    def _concatenate(self, tensors: list[WebGPUTensor], axis: int) -> WebGPUTensor:
+        return generation.concatenate(self, tensors, axis)
+
+    def _max_cosine_similarity(self, context: WebGPUTensor,
+                               candidates: WebGPUTensor) -> list[float]:
+        return generation.max_cosine_similarity(self, context, candidates)
+
     # ---- device information ----------------------------------------------------------------
     def describe(self) -> dict:
         info = self.driver.info
@@ -458,4 +436,5 @@ class WebGPUBackend(Backend):
             "max_binding_size": self.max_binding_size,
             "features": sorted(info.features),
             "subgroup_kernels": self.subgroup_matvec,
+            "device_profile": self.device_profile.name,
         }

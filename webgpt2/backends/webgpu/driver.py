@@ -115,6 +115,7 @@ class AdapterInfo:
     driver: str  # "native" or "browser"
     limits: dict[str, int] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
+    adapter_type: str = ""  # "CPU", "DiscreteGPU", ... where the driver says (native)
 
 
 class BindGroupCache:
@@ -204,6 +205,12 @@ class Driver:
     def submit(self, commands: Sequence[Dispatch | Copy]) -> None:
         """Encode `commands` in order into one command buffer and submit it once."""
         raise NotImplementedError
+
+    def submit_timed(self, commands: Sequence[Dispatch | Copy]) -> list[float]:
+        """Submit like `submit`, each dispatch in its own pass between two timestamps, wait,
+        and return each dispatch's GPU time in nanoseconds (for profiles: the extra passes
+        and the wait change the total). Needs the "timestamp-query" feature."""
+        raise DriverError(f"{type(self).__name__} does not time dispatches")
 
     def destroy_buffer(self, buffer: Any) -> None:
         """Free the buffer's memory now, and the bind groups that name it."""

@@ -106,6 +106,7 @@ class NativeDriver(Driver):
             limits={n: int(device_limits[n.replace("_", "-")]) for n in REPORTED_LIMITS
                     if n.replace("_", "-") in device_limits},
             features=frozenset(_SPEC_FEATURE_NAMES.get(f, f) for f in self._device.features),
+            adapter_type=str(info.get("adapter_type", "")),
         )
         self._queue = self._device.queue
         self._usages = usage_flags(wgpu.BufferUsage)
@@ -193,3 +194,44 @@ class NativeDriver(Driver):
             self._queue.submit([encoder.finish()])
         except self._wgpu.GPUError as e:
             raise DriverError(f"submitting {len(commands)} commands failed: {e}") from e
+
+    def submit_timed(self, commands: Sequence[Dispatch | Copy]) -> list[float]:
+        if "timestamp-query" not in self.info.features:
+            raise DriverError("this device has no timestamp-query feature to time dispatches")
+        wgpu = self._wgpu
+        dispatches = sum(isinstance(c, Dispatch) for c in commands)
+        count = max(2 * dispatches, 2)
+        # The query set and its buffer are made per call: profiles are rare and short.
+        queries = self._device.create_query_set(type="timestamp", count=count)
+        resolved = self._device.create_buffer(
+            size=count * 8, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        try:
+            encoder = self._device.create_command_encoder()
+            slot = 0
+            for command in commands:
+                if isinstance(command, Dispatch):
+                    compute_pass = encoder.begin_compute_pass(timestamp_writes={
+                        "query_set": queries, "beginning_of_pass_write_index": slot,
+                        "end_of_pass_write_index": slot + 1})
+                    compute_pass.set_pipeline(command.pipeline)
+                    compute_pass.set_bind_group(0, self._bind_groups.get(command.pipeline,
+                                                                    command.bindings))
+                    compute_pass.dispatch_workgroups(*command.workgroups)
+                    compute_pass.end()
+                    slot += 2
+                else:
+                    encoder.copy_buffer_to_buffer(command.source, command.source_offset,
+                                                  command.destination,
+                                                  command.destination_offset, command.size)
+            if slot:
+                encoder.resolve_query_set(queries, 0, slot, resolved, 0)
+            self._queue.submit([encoder.finish()])
+            stamps = memoryview(self._queue.read_buffer(resolved, 0, count * 8)).cast("Q")
+        except wgpu.GPUError as e:
+            raise DriverError(f"submitting {len(commands)} timed commands failed: {e}") from e
+        finally:
+            resolved.destroy()
+            queries.destroy()
+        # Timestamps are nanoseconds (WebGPU's unit); a pass may end "before" it began on
+        # drivers that reorder, which counts as zero.
+        return [max(0, stamps[i + 1] - stamps[i]) for i in range(0, slot, 2)]

@@ -124,7 +124,9 @@ class Recorder:
     """The pending dispatches of one device, their parameters, and their submission.
 
     `counters` counts dispatches, submissions, read-backs and the bytes moved (for
-    benchmarks and tests).
+    benchmarks and tests). While `profile` is a dict (None by default), each submission
+    times its dispatches (the driver's timestamp queries) and adds them there:
+    profile["file.wgsl:entry"] = [nanoseconds, dispatches].
     """
 
     def __init__(self, driver: Driver) -> None:
@@ -134,7 +136,7 @@ class Recorder:
         self.counters: dict[str, int] = {}
         self.reset_counters()
         self._kernels: dict[tuple[str, str], Kernel] = {}
-        self._pending: list[Any] = []  # Copy, or (pipeline, bindings, workgroups, params)
+        self._pending: list[Any] = []  # Copy, or (kernel, bindings, workgroups, params)
         # Run after the next submission: freeing what pending work may still use.
         self._deferred: list[Callable[[], None]] = []
         self._submitting = False
@@ -142,6 +144,7 @@ class Recorder:
         self._params_capacity = 0
         self._readback: Any = None
         self._readback_size = 0
+        self.profile: dict[str, list[float]] | None = None
 
     def reset_counters(self) -> None:
         self.counters.update(dispatches=0, submissions=0, readbacks=0, bytes_read=0,
@@ -167,7 +170,14 @@ class Recorder:
             workgroups = self._grid(workgroups)
         if workgroups[0] == 0:
             return
-        self._pending.append((kernel.pipeline, bindings, workgroups, packed))
+        self._pending.append((kernel, bindings, workgroups, packed))
+
+    def copy(self, source: Any, source_offset: int, destination: Any, destination_offset: int,
+             size: int) -> None:
+        """Record a buffer-to-buffer copy of `size` bytes (multiples of 4) between dispatches."""
+        if size:
+            self._pending.append(Copy(source, source_offset, destination, destination_offset,
+                                      size))
 
     def _grid(self, count: int) -> tuple[int, int, int]:
         """`count` workgroups as an x * y grid (kernels flatten it as y * nx + x)."""
@@ -214,19 +224,27 @@ class Recorder:
                                                             "dispatch parameters")
         arena = bytearray(needed)
         commands: list[Dispatch | Copy] = []
+        labels: list[str] = []
         slot = 0
         for command in pending:
             if isinstance(command, Copy):
                 commands.append(command)
                 continue
-            pipeline, bindings, workgroups, params = command
+            kernel, bindings, workgroups, params = command
             offset = slot * _PARAMS_SLOT
             arena[offset:offset + len(params)] = params
             bindings.append(Binding(0, self._params_buffer, offset, _PARAMS_SLOT))
-            commands.append(Dispatch(pipeline, bindings, workgroups))
+            commands.append(Dispatch(kernel.pipeline, bindings, workgroups))
+            labels.append(kernel.label)
             slot += 1
         self.driver.write_buffer(self._params_buffer, 0, arena)
-        self.driver.submit(commands)
+        if self.profile is None:
+            self.driver.submit(commands)
+        else:
+            for label, nanoseconds in zip(labels, self.driver.submit_timed(commands)):
+                entry = self.profile.setdefault(label, [0.0, 0])
+                entry[0] += nanoseconds
+                entry[1] += 1
         self.counters["submissions"] += 1
         self.counters["dispatches"] += slot
 
