@@ -378,6 +378,10 @@ function announcer() {
 async function generate() {
   await withBusy(async () => {
     const options = samplerOptions(); // a bad field fails before anything is loaded
+    // The prompt is echoed with the first text, so a prompt that fails shows no output.
+    ui.outputPrompt.textContent = "";
+    ui.outputText.textContent = "";
+    ui.stats.textContent = "";
     const wanted = `${selectedSource().key}@${ui.backend.value}`;
     if (!loaded || loaded.key !== wanted) {
       try {
@@ -392,9 +396,6 @@ async function generate() {
     let count = 0;
     let first = null; // [count, elapsedMs] at the first token, for the live rate
     const speech = announcer();
-    // The prompt is echoed with the first text, so a prompt that fails shows no output.
-    ui.outputPrompt.textContent = "";
-    ui.outputText.textContent = "";
     const begin = () => {
       if (first === null) ui.outputPrompt.textContent = prompt;
     };
