@@ -1,22 +1,37 @@
-"""The demo page's speed in headless Chromium, beside native webgpu on the same checkpoints.
+"""The demo page's speed in headless Chromium: the `wasm` backend beside `webgpu`, on the small
+test checkpoints and GPT-2 124M, against the in-page wasm streaming floor.
 
     python benchmarks/browser.py [--rounds 3] [--new-tokens 32]
+        [--models tiny-2l small-6l gpt2-124m] [--backends wasm webgpu] [--threads 1 2]
+        [--native-webgpu]
 
-Prints: time from navigation to `webgpt2.ready` (Pyodide booted, webgpt2 installed, the
-backends probed) in a fresh browser profile; then for the 2-layer and 6-layer checkpoints
-that transformers writes for the tests (real 50257-token vocabulary), greedy generation's time
-to first token (tokenize + prefill + first sample) and decode ms/token (the mean interval
-between sampled tokens) on the page's webgpu backend (the browser driver) and on the native
-webgpu backend (wgpu-py) in this process, measured by the same loop, interleaved round by
-round, medians. Here the page's WebGPU is SwiftShader and the native one lavapipe: both run
-on the CPU, so the figures compare drivers and overheads, not GPUs.
+Prints: time from navigation to `webgpt2.ready` in a fresh browser profile; then for each
+checkpoint and backend in the page: load time (fetch, parse, upload), greedy decode ms/token
+(the mean interval between sampled tokens) after the transformers.js peer's 14-token prompt
+("The quick brown fox jumps over the lazy dog. Once upon a time"), time to first token
+(tokenize + prefill + first sample) for that prompt and for a 128-token one, warm (after a
+first generation), medians of rounds interleaved across backends. For wasm it also prints
+the in-page floor: the decode kernel (linear, M = 1) over every weight matrix a decode step
+reads, once each, in one command-list run: what a float32 step cannot go under with these
+kernels in this browser. wasm runs once per `--threads` count (the page is cross-origin
+isolated, so more than one thread splits each matrix product between workers; the page's
+own default is the core count). WebGPU here is SwiftShader (a CPU fallback), about 440 ms/token on
+GPT-2 124M: give it fewer tokens or leave it out there (`--backends wasm`).
+
+With --native-webgpu the small checkpoints also run on the native webgpu backend (wgpu-py)
+in this process, for the page / native ratio of the browser driver.
+
+The peer: `/work/shared/peers/transformersjs/run.sh .cache/bench/gpt2-124m --device wasm`
+(transformers.js in the same Chromium); run the two alternately.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -33,7 +48,65 @@ from browser_util import (  # noqa: E402  (plain modules in tests/, shared with 
 from common import checkpoint  # noqa: E402
 from reference_checkpoints import CHECKPOINTS  # noqa: E402
 
-PROMPT = "The quick brown fox jumps over the lazy dog. It was a"
+# The transformers.js peer's prompt (14 GPT-2 tokens).
+PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
+
+# Page-side Python: the wasm backend with this many threads, waiting until its helpers run.
+THREADS = textwrap.dedent("""
+    import time, js
+    from pyodide.ffi import run_sync
+    from webgpt2.backends import register_backend, get_backend
+    from webgpt2.backends.wasm import WasmBackend
+    from webgpt2.backends.wasm.browser import BrowserDriver
+
+    register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads=COUNT)))
+    driver = get_backend("wasm").driver
+    start = time.time()
+    while driver.ready_threads() < COUNT and time.time() - start < 10:
+        run_sync(js.Promise.new(lambda resolve, reject: js.setTimeout(resolve, 20)))
+    driver.ready_threads()
+""")
+
+# Page-side Python: the in-page floor of the loaded wasm model (see the module docstring).
+FLOOR = textwrap.dedent("""
+    import json, time, statistics
+    import webgpt2_page
+    from webgpt2.backends.wasm.backend import _W16
+
+    lm = webgpt2_page._model
+    b, bb = lm.backend, lm.backbone
+    weights = [d.weight("weight") for block in bb.transformer_layers
+               for d in (block.attn.c_attn, block.attn.c_proj, block.mlp_c_fc,
+                         block.mlp_c_proj)] + [bb.token_embedding.weights]
+    calls = []
+    for w in weights:
+        k, n = w.shape if w.layout == "linear" else w.shape[::-1]
+        x, y = b.zeros((1, k)), b.zeros((1, n))
+        calls.append((x, y, w.offset, k, n, _W16 if w.dtype == "float16" else 0))
+    times = []
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        for x, y, w, k, n, flags in calls:
+            b.commands.call("linear", x.offset, w, 0, 0, y.offset, 1, k, n, flags)
+        b.commands.flush()
+        times.append((time.perf_counter() - t0) * 1000)
+    json.dumps({"floor_ms": statistics.median(times), "min_ms": min(times),
+                "matrices": len(calls)})
+""")
+
+
+def long_prompt(folder: Path, tokens: int = 128) -> str:
+    """A prompt of exactly `tokens` GPT-2 tokens (English text, repeated)."""
+    from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer.from_pretrained(folder)
+    text = (PROMPT + " there lived a small fox who liked to read about the stars. ") * 20
+    ids = tokenizer.tokenize(text)[:tokens]
+    prompt = tokenizer.detokenize(ids)
+    if len(tokenizer.tokenize(prompt)) != tokens:
+        raise RuntimeError(f"the long prompt is {len(tokenizer.tokenize(prompt))} tokens; "
+                           f"expected {tokens}")
+    return prompt
 
 
 def native_webgpu(folder: Path):
@@ -51,12 +124,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--models", nargs="+", default=["tiny-2l", "small-6l", "gpt2-124m"])
+    parser.add_argument("--backends", nargs="+", default=["wasm", "webgpu"],
+                        choices=["wasm", "webgpu", "cpu"])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1],
+                        help="wasm thread counts to run (default 1)")
+    parser.add_argument("--native-webgpu", action="store_true",
+                        help="also run the small checkpoints on native webgpu (wgpu-py)")
     args = parser.parse_args()
     reason = missing_requirements()
     if reason:
         print(f"cannot run the browser benchmark: {reason}")
         return 1
-    folders = {name: checkpoint(name, *CHECKPOINTS[name]) for name in ("tiny-2l", "small-6l")}
+    folders = {name: checkpoint(name, *CHECKPOINTS[name]) if name in CHECKPOINTS
+               else checkpoint(name) for name in args.models}
+    prompt_128 = long_prompt(next(iter(folders.values())))
     mounts = {f"ckpt/{name}": folder for name, folder in folders.items()}
     with page_server(mounts) as url, chromium() as context:
         ready_ms = []
@@ -68,52 +150,72 @@ def main() -> int:
             ready_ms.append((time.perf_counter() - start) * 1000)
             if len(ready_ms) == 1:
                 page.close()
+        page.set_default_timeout(1_800_000)
         info = page.evaluate("webgpt2.ready")
         print(f"page: Chromium headless, {info['backends']} (Pyodide {info['pyodide']}, "
-              f"Python {info['python']})")
+              f"Python {info['python']}); adapter {info.get('adapter')}; automatic backend "
+              f"{page.input_value('#backend')}")
         print(f"  navigation -> ready: {ready_ms[0]:.0f} ms first visit (fresh profile, local "
               f"Pyodide), {ready_ms[1]:.0f} ms second visit (Pyodide cached)")
-        print(f"greedy, {len(PROMPT.split())}-word prompt, {args.new_tokens} new tokens, "
-              f"{args.rounds} rounds interleaved page / native, medians")
+        print(f"greedy, 14-token prompt, {args.new_tokens} new tokens; first token also for a "
+              f"128-token prompt; warm; medians of {args.rounds} rounds")
+
+        def page_run(prompt: str, n: int) -> dict:
+            return page.evaluate("([p, n]) => webgpt2.generate(p, {maxNewTokens: n, "
+                                 "sampler: 'greedy'})", [prompt, n])
+
+        runs = [(b, t) for b in args.backends for t in (args.threads if b == "wasm" else [0])]
         for name, folder in folders.items():
-            t0 = time.perf_counter()
-            model = page.evaluate("([u, b]) => webgpt2.loadModel(u, {backend: b})",
-                                  [f"{url}ckpt/{name}", "webgpu"])
-            load_ms = (time.perf_counter() - t0) * 1000
-            native, why_not = native_webgpu(folder)
-
-            def page_run(n: int) -> dict:
-                return page.evaluate("([p, n]) => webgpt2.generate(p, {maxNewTokens: n, "
-                                     "sampler: 'greedy'})", [PROMPT, n])
-
-            page_run(4)  # compile the pipelines before timing
-            if native is not None:
-                record_generation(native, PROMPT, 4)
-            rows: dict[str, list[float]] = {"page_ttft": [], "page_decode": [],
-                                            "native_ttft": [], "native_decode": []}
-            same = True
-            for _ in range(args.rounds):
-                ours = page_run(args.new_tokens)
-                rows["page_ttft"].append(ours["timings"]["timeToFirstTokenMs"])
-                rows["page_decode"].append(ours["timings"]["decodeMsPerToken"] or 0.0)
-                if native is not None:
-                    theirs = record_generation(native, PROMPT, args.new_tokens)
-                    rows["native_ttft"].append(theirs["timings"]["timeToFirstTokenMs"])
-                    rows["native_decode"].append(theirs["timings"]["decodeMsPerToken"] or 0.0)
-                    same &= theirs["tokenIds"] == ours["tokenIds"]
-            m = {k: statistics.median(v) for k, v in rows.items() if v}
-            print(f"{name} ({model['layers']} layers, {model['hidden']} wide, "
-                  f"{model['parameters'] / 1e6:.1f}M parameters): page load {load_ms:.0f} ms")
-            print(f"  page   webgpu ({model['device']}): first token {m['page_ttft']:7.0f} ms, "
-                  f"decode {m['page_decode']:7.1f} ms/token")
-            if native is None:
-                print(f"  native webgpu: skipped ({why_not})")
-            else:
-                adapter = native.backend.describe().get("adapter", "")
-                print(f"  native webgpu ({adapter}): first token {m['native_ttft']:7.0f} ms, "
-                      f"decode {m['native_decode']:7.1f} ms/token; page / native decode "
-                      f"{m['page_decode'] / m['native_decode']:.2f}x; same tokens: {same}")
-                del native
+            for backend, threads in runs:
+                if threads:
+                    ready = page.evaluate("(c) => webgpt2.runPython(c)",
+                                          THREADS.replace("COUNT", str(threads)))
+                    if ready != threads:
+                        print(f"wasm with {threads} threads: only {ready} started")
+                t0 = time.perf_counter()
+                model = page.evaluate("([u, b]) => webgpt2.loadModel(u, {backend: b})",
+                                      [f"{url}ckpt/{name}", backend])
+                load_ms = (time.perf_counter() - t0) * 1000
+                slow = backend == "webgpu" and model["parameters"] > 5e7
+                tokens = 8 if slow else args.new_tokens
+                rounds = 1 if slow else args.rounds
+                page_run(PROMPT, 4)  # warm: compiled pipelines, free lists
+                rows: dict[str, list[float]] = {"ttft14": [], "decode": [], "ttft128": []}
+                for _ in range(rounds):
+                    ours = page_run(PROMPT, tokens)
+                    rows["ttft14"].append(ours["timings"]["timeToFirstTokenMs"])
+                    rows["decode"].append(ours["timings"]["decodeMsPerToken"] or 0.0)
+                    rows["ttft128"].append(page_run(prompt_128, 1)["timings"]
+                                           ["timeToFirstTokenMs"])
+                m = {k: statistics.median(v) for k, v in rows.items()}
+                label = f"{backend} t{threads}" if threads else backend
+                line = (f"{name} ({model['parameters'] / 1e6:.1f}M) page {label:8s} "
+                        f"({model['device']}): load {load_ms:7.0f} ms, decode "
+                        f"{m['decode']:7.2f} ms/token, first token {m['ttft14']:7.1f} ms "
+                        f"(14 tokens), {m['ttft128']:7.1f} ms (128 tokens)")
+                if backend == "wasm":
+                    floor = json.loads(page.evaluate(
+                        "(c) => webgpt2.runPython(c)",
+                        FLOOR.replace("ROUNDS", str(max(5, args.rounds)))))
+                    line += (f"; floor {floor['floor_ms']:.2f} ms ({floor['matrices']} "
+                             f"matrices), decode / floor {m['decode'] / floor['floor_ms']:.2f}")
+                if slow:
+                    line += f" [{tokens} tokens, 1 round]"
+                print(line, flush=True)
+                if backend == "webgpu" and args.native_webgpu and not slow:
+                    native, why_not = native_webgpu(folder)
+                    if native is None:
+                        print(f"  native webgpu: skipped ({why_not})")
+                        continue
+                    record_generation(native, PROMPT, 4)
+                    theirs = [record_generation(native, PROMPT, tokens)
+                              for _ in range(rounds)]
+                    decode = statistics.median(t["timings"]["decodeMsPerToken"] or 0.0
+                                               for t in theirs)
+                    print(f"  native webgpu ({native.backend.describe().get('adapter', '')}): "
+                          f"decode {decode:7.2f} ms/token; page / native "
+                          f"{m['decode'] / decode:.2f}x")
+                    del native
     return 0
 
 

@@ -222,3 +222,49 @@ def test_wasm_is_the_default_without_webgpu(tiny_checkpoint):
         assert page.get_attribute("#boot-status", "class") == "status ok"
         assert load(page, "tiny")["backend"] == "wasm"
         assert generate(page, PROMPT, maxNewTokens=3)["timings"]["generatedTokens"] == 3
+
+
+def test_threads_in_an_isolated_page_give_the_same_tokens(page, cpu_models):
+    """The page is cross-origin isolated: the default wasm backend splits products between
+    the Pyodide worker and helper workers on a shared memory (as many threads as cores,
+    up to 4); one thread and several give the cpu backend's ids."""
+    info = page.evaluate("webgpt2.ready")
+    assert info["crossOriginIsolated"] is True
+    cores = page.evaluate("navigator.hardwareConcurrency")
+    native = record_generation(cpu_models["small"], PROMPT, 16)["tokenIds"]
+    for threads in (2, 1):
+        ready = run_python(page, f"""
+            import time, js
+            from pyodide.ffi import run_sync
+            from webgpt2.backends import register_backend, get_backend
+            from webgpt2.backends.wasm import WasmBackend
+            from webgpt2.backends.wasm.browser import BrowserDriver
+
+            register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads={threads})))
+            driver = get_backend("wasm").driver
+            start = time.time()
+            while driver.ready_threads() < {threads} and time.time() - start < 20:
+                run_sync(js.Promise.new(lambda resolve, reject: js.setTimeout(resolve, 20)))
+            driver.ready_threads()
+        """)
+        assert ready == threads
+        info = load(page, "small")
+        assert info["device"].endswith(f"{threads} thread" + ("s" if threads > 1 else ""))
+        assert generate(page, PROMPT, maxNewTokens=16)["tokenIds"] == native
+    default = run_python(page, "from webgpt2.backends.wasm.browser import default_threads\n"
+                               "default_threads()")
+    assert default == min(max(cores, 1), 4)
+    run_python(page, "import webgpt2_page\nwebgpt2_page._register_backends(['wasm'])")
+
+
+def test_one_thread_without_cross_origin_isolation(tiny_checkpoint, cpu_models):
+    if missing_requirements():
+        pytest.skip(missing_requirements())
+    with page_server({"ckpt/tiny": tiny_checkpoint}, isolated=False) as url, \
+            chromium() as browser:
+        page = open_page(browser, url)
+        assert page.evaluate("webgpt2.ready")["crossOriginIsolated"] is False
+        info = load(page, "tiny")
+        assert info["device"].endswith("1 thread")
+        native = record_generation(cpu_models["tiny"], PROMPT, 8)["tokenIds"]
+        assert generate(page, PROMPT, maxNewTokens=8)["tokenIds"] == native

@@ -56,11 +56,11 @@ def test_committed_module_is_built_from_the_sources(tmp_path):
         import build_wasm
     finally:
         sys.path.pop(0)
-    fresh = build_wasm.build(tmp_path / "kernels.wasm")
-    committed = build_wasm.OUTPUT.read_bytes()
-    assert fresh == committed, (
-        "webgpt2/backends/wasm/kernels.wasm differs from a build of wasm/*.c: run "
-        "python tools/build_wasm.py and commit the result")
+    for output, threads in ((build_wasm.OUTPUT, False), (build_wasm.THREADS_OUTPUT, True)):
+        fresh = build_wasm.build(tmp_path / output.name, threads=threads)
+        assert fresh == output.read_bytes(), (
+            f"webgpt2/backends/wasm/{output.name} differs from a build of wasm/*.c: run "
+            "python tools/build_wasm.py and commit the result")
 
 
 def test_module_is_small_and_every_source_says_what_it_computes():

@@ -1,7 +1,12 @@
-"""Build the wasm backend's kernels: every `wasm/*.c` into one WebAssembly module.
+"""Build the wasm backend's kernels: every `wasm/*.c` into one WebAssembly module, twice.
 
-    python tools/build_wasm.py            # writes webgpt2/backends/wasm/kernels.wasm
-    python tools/build_wasm.py --check    # exit 1 if the committed module differs from a build
+    python tools/build_wasm.py            # writes webgpt2/backends/wasm/kernels*.wasm
+    python tools/build_wasm.py --check    # exit 1 if a committed module differs from a build
+
+`kernels.wasm` runs on one thread (natively in wasmtime, and in any page);
+`kernels-threads.wasm` is the same sources built with atomics for a shared memory, which a
+cross-origin isolated page instantiates once per thread (matmul.c's pool); it exports its
+`__stack_pointer` so that each thread's instance gets a stack of its own.
 
 Needs clang-19 and wasm-ld-19 (Debian: `apt-get install -y clang-19 lld-19`). The module is
 freestanding (no libc): it imports its memory (`env.memory`, up to 4 GiB) and exports the
@@ -21,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "wasm"
 OUTPUT = ROOT / "webgpt2" / "backends" / "wasm" / "kernels.wasm"
+THREADS_OUTPUT = OUTPUT.with_name("kernels-threads.wasm")
 CLANG = "clang-19"
 FLAGS = [
     "--target=wasm32",
@@ -36,14 +42,20 @@ FLAGS = [
     "-Wl,--max-memory=4294967296",
     "-Wl,--strip-all",
 ]
+THREAD_FLAGS = [
+    "-matomics",
+    "-Wl,--shared-memory",
+    "-Wl,--export=__stack_pointer",
+]
 
 
-def build(output: Path, clang: str = CLANG) -> bytes:
-    """Compile and link the kernels into `output`; returns the module's bytes."""
+def build(output: Path, clang: str = CLANG, threads: bool = False) -> bytes:
+    """Compile and link the kernels into `output` (the shared-memory build with threads);
+    returns the module's bytes."""
     sources = sorted(p.relative_to(ROOT).as_posix() for p in SOURCES.glob("*.c"))
     if not sources:
         raise FileNotFoundError(f"no kernel sources in {SOURCES}")
-    command = [clang, *FLAGS, *sources, "-o", str(output)]
+    command = [clang, *FLAGS, *(THREAD_FLAGS if threads else []), *sources, "-o", str(output)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr}")
@@ -56,18 +68,21 @@ def main() -> int:
                         help="compare a fresh build with the committed module instead of writing")
     parser.add_argument("--clang", default=CLANG, help=f"the compiler (default {CLANG})")
     args = parser.parse_args()
-    if not args.check:
-        data = build(OUTPUT, args.clang)
-        print(f"wrote {OUTPUT.relative_to(ROOT)} ({len(data)} bytes)")
-        return 0
-    with tempfile.TemporaryDirectory() as folder:
-        fresh = build(Path(folder) / "kernels.wasm", args.clang)
-    if fresh != OUTPUT.read_bytes():
-        print(f"{OUTPUT.relative_to(ROOT)} is out of date: run python tools/build_wasm.py",
-              file=sys.stderr)
-        return 1
-    print(f"{OUTPUT.relative_to(ROOT)} is up to date ({len(fresh)} bytes)")
-    return 0
+    status = 0
+    for output, threads in ((OUTPUT, False), (THREADS_OUTPUT, True)):
+        if not args.check:
+            data = build(output, args.clang, threads)
+            print(f"wrote {output.relative_to(ROOT)} ({len(data)} bytes)")
+            continue
+        with tempfile.TemporaryDirectory() as folder:
+            fresh = build(Path(folder) / output.name, args.clang, threads)
+        if not output.exists() or fresh != output.read_bytes():
+            print(f"{output.relative_to(ROOT)} is out of date: run python tools/build_wasm.py",
+                  file=sys.stderr)
+            status = 1
+        else:
+            print(f"{output.relative_to(ROOT)} is up to date ({len(fresh)} bytes)")
+    return status
 
 
 if __name__ == "__main__":

@@ -118,49 +118,59 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
         }
 }
 
-/* Float16 weights of a row-tiled call are widened a block at a time into this buffer, so
- * that each weight is converted once per call rather than once per row tile. (One per
- * thread when the kernels run on several.) */
-static float widened[BLOCK_BYTES / 4];
+#ifdef __wasm_atomics__
+/* The threaded build (kernels-threads.wasm, shared memory): up to MAX_THREADS threads split
+ * the outputs of each product; see the pool below. */
+#define MAX_THREADS 4
+#else
+#define MAX_THREADS 1
+#endif
 
+/* Float16 weights of a row-tiled call are widened a block at a time into this buffer, so
+ * that each weight is converted once per call rather than once per row tile; one buffer
+ * per thread. */
+static float widened[MAX_THREADS][BLOCK_BYTES / 4];
+
+/* Outputs [nb, ne) of every row: each thread of a split product takes one such range. */
 static void rows_streamed(const float *x, const void *w, const float *bias, float *out, int M,
-                          int K, int N, int flags, int f16) {
+                          int K, int N, int flags, int f16, int nb, int ne) {
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
         if (f16)
-            for (int n = 0; n < N; n++)
+            for (int n = nb; n < ne; n++)
                 store(out, bias, flags, m, n, N,
                       dot_row_f16(xr, (const u16 *)w + (long)n * K, K));
         else
-            for (int n = 0; n < N; n++)
+            for (int n = nb; n < ne; n++)
                 store(out, bias, flags, m, n, N,
                       dot_row_f32(xr, (const float *)w + (long)n * K, K));
     }
 }
 
 static void rows_tiled(const float *x, const void *w, const float *bias, float *out, int M,
-                       int K, int N, int flags, int f16) {
+                       int K, int N, int flags, int f16, int nb, int ne, int thread) {
     int block = (int)(BLOCK_BYTES / ((long)K * 4));
     block = block < 8 ? 8 : block & ~1;
     if (f16 && (long)block * K > BLOCK_BYTES / 4) { /* rows too long to widen a block */
-        rows_streamed(x, w, bias, out, M, K, N, flags, f16);
+        rows_streamed(x, w, bias, out, M, K, N, flags, f16, nb, ne);
         return;
     }
     float sums[4][2];
-    for (int n0 = 0; n0 < N; n0 += block) {
-        int n1 = n0 + block < N ? n0 + block : N;
+    for (int n0 = nb; n0 < ne; n0 += block) {
+        int n1 = n0 + block < ne ? n0 + block : ne;
         const float *wb = (const float *)w + (long)n0 * K;
         if (f16) {
+            float *buffer = widened[thread];
             long count = (long)(n1 - n0) * K, i = 0;
             const u16 *h = (const u16 *)w + (long)n0 * K;
             for (; i + 8 <= count; i += 8) {
                 v128_t lo, hi;
                 load_f16x8(h + i, &lo, &hi);
-                wasm_v128_store(widened + i, lo);
-                wasm_v128_store(widened + i + 4, hi);
+                wasm_v128_store(buffer + i, lo);
+                wasm_v128_store(buffer + i + 4, hi);
             }
-            for (; i < count; i++) widened[i] = f16_to_f32(h[i]);
-            wb = widened;
+            for (; i < count; i++) buffer[i] = f16_to_f32(h[i]);
+            wb = buffer;
         }
         int m = 0;
         for (; m + 4 <= M; m += 4) {
@@ -185,16 +195,99 @@ static void rows_tiled(const float *x, const void *w, const float *bias, float *
     }
 }
 
+/* One product's arguments, as the pool's threads read them. */
+struct product {
+    const float *x;
+    const void *w;
+    const float *bias;
+    float *out;
+    int M, K, N, flags, parts;
+};
+
+/* Part `part` of `parts`: a range of outputs, even so that the 2-wide tiles stay whole. */
+static void product_part(const struct product *p, int part, int thread) {
+    int f16 = (p->flags & F_W16) != 0;
+    int share = ((p->N + p->parts - 1) / p->parts + 1) & ~1;
+    int nb = part * share, ne = nb + share < p->N ? nb + share : p->N;
+    if (nb >= ne) return;
+    /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
+     * weights also go row by row: widening the weights costs more than reading them. */
+    if (p->M == 1 || (f16 && p->M < 4))
+        rows_streamed(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne);
+    else
+        rows_tiled(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne,
+                   thread);
+}
+
+#ifdef __wasm_atomics__
+/* The pool. Helper threads (web workers that instantiate this module on the same shared
+ * memory, each with its own stack) call worker_loop(id) with id 1 .. MAX_THREADS - 1 and
+ * stay in it, asleep in memory.atomic.wait32 between products. linear() on the host's
+ * thread publishes a product, bumps `sequence` and wakes them; each ready helper computes
+ * its part, counts itself in `finished`, and the host's thread, having done part 0, sleeps
+ * until all parts are in. Only helpers 1 .. n whose `ready` bits are all set take part, so
+ * a helper still starting (a worker boots asynchronously) is never waited for. */
+static struct product job;
+static volatile int sequence, finished;
+static volatile u32 ready;
+static int max_threads = MAX_THREADS;
+
+/* Products smaller than this many multiply-adds run on one thread: waking the others
+ * costs more than they would save. */
+#define MIN_SPLIT_WORK (64 * 1024)
+
+EXPORT(worker_loop)
+void worker_loop(int id) {
+    int seen = __atomic_load_n(&sequence, __ATOMIC_SEQ_CST);
+    /* After reading the sequence: a product published after this bit is seen is one this
+     * helper has not seen yet. */
+    __atomic_or_fetch(&ready, 1u << id, __ATOMIC_SEQ_CST);
+    for (;;) {
+        while (__atomic_load_n(&sequence, __ATOMIC_SEQ_CST) == seen)
+            __builtin_wasm_memory_atomic_wait32((int *)&sequence, seen, -1);
+        seen = __atomic_load_n(&sequence, __ATOMIC_SEQ_CST);
+        if (id < job.parts) {
+            product_part(&job, id, id);
+            __atomic_add_fetch(&finished, 1, __ATOMIC_SEQ_CST);
+            __builtin_wasm_memory_atomic_notify((int *)&finished, 1);
+        }
+    }
+}
+
+/* threads(n): use at most n threads (the host's included) from now on; returns how many
+ * helpers are ready. */
+EXPORT(threads)
+int threads(int n) {
+    max_threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
+    return __builtin_popcount(__atomic_load_n(&ready, __ATOMIC_SEQ_CST));
+}
+
+static int ready_parts(void) {
+    u32 bits = __atomic_load_n(&ready, __ATOMIC_SEQ_CST);
+    int parts = 1;
+    while (parts < max_threads && (bits >> parts) & 1) parts++;
+    return parts;
+}
+#endif
+
 EXPORT(linear)
 void linear(const float *x, const void *w, const float *bias, const float *residual,
             float *out, int M, int K, int N, int flags) {
-    int f16 = (flags & F_W16) != 0;
-    /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
-     * weights also go row by row: widening the weights costs more than reading them. */
-    if (M == 1 || (f16 && M < 4))
-        rows_streamed(x, w, bias, out, M, K, N, flags, f16);
-    else
-        rows_tiled(x, w, bias, out, M, K, N, flags, f16);
+    struct product p = {x, w, bias, out, M, K, N, flags, 1};
+#ifdef __wasm_atomics__
+    if ((long)M * K * N >= MIN_SPLIT_WORK && N >= 64) p.parts = ready_parts();
+    if (p.parts > 1) {
+        job = p;
+        __atomic_store_n(&finished, 0, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&sequence, 1, __ATOMIC_SEQ_CST);
+        __builtin_wasm_memory_atomic_notify((int *)&sequence, MAX_THREADS);
+        product_part(&p, 0, 0);
+        int done;
+        while ((done = __atomic_load_n(&finished, __ATOMIC_SEQ_CST)) < p.parts - 1)
+            __builtin_wasm_memory_atomic_wait32((int *)&finished, done, -1);
+    } else
+#endif
+        product_part(&p, 0, 0);
     epilogue(out, residual, flags, (long)M * N);
 }
 

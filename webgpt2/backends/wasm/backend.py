@@ -30,6 +30,8 @@ from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
 
 MODULE_PATH = Path(__file__).resolve().parent / "kernels.wasm"
+# The same kernels built for a shared memory, run on several threads in an isolated page.
+THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-threads.wasm")
 _NAN = b"\x00\x00\xc0\x7f"
 # linear()'s flags (matmul.c).
 _BIAS, _GELU, _RESIDUAL, _W16 = 1, 2, 4, 8
@@ -37,12 +39,14 @@ _BIAS, _GELU, _RESIDUAL, _W16 = 1, 2, 4, 8
 _STAGING_BYTES = 16 << 20
 
 
-def load_module() -> bytes:
-    """The kernels module's bytes (built by tools/build_wasm.py from wasm/*.c)."""
+def load_module(threads: bool = False) -> bytes:
+    """The kernels module's bytes (built by tools/build_wasm.py from wasm/*.c); with threads,
+    the shared-memory build."""
+    path = THREADS_MODULE_PATH if threads else MODULE_PATH
     try:
-        return MODULE_PATH.read_bytes()
+        return path.read_bytes()
     except OSError as e:
-        raise BackendError(f"the wasm kernels module {MODULE_PATH} is missing: build it with "
+        raise BackendError(f"the wasm kernels module {path} is missing: build it with "
                            f"python tools/build_wasm.py ({e})") from e
 
 
@@ -132,7 +136,7 @@ class WasmBackend(Backend):
             if sys.platform == "emscripten":  # in a web page: the browser's WebAssembly
                 from webgpt2.backends.wasm.browser import BrowserDriver
 
-                driver = BrowserDriver(load_module())
+                driver = BrowserDriver()  # threads when the page is cross-origin isolated
             else:
                 from webgpt2.backends.wasm.native import NativeDriver
 
@@ -561,10 +565,9 @@ class WasmBackend(Backend):
         return {
             "name": self.name,
             **self.driver.describe(),
-            # The module is built with -msimd128 (it does not load without SIMD) and runs
-            # on one thread (the shared-memory build is not written yet: wasm/README.md).
+            # The module is built with -msimd128: it does not load without SIMD.
             "simd": True,
-            "threads": 1,
+            "threads": self.driver.describe().get("threads", 1),
             "dtype": self.dtype,
             "module_bytes": MODULE_PATH.stat().st_size if MODULE_PATH.exists() else None,
             "memory_bytes": self.driver.memory_size(),

@@ -13,6 +13,15 @@ Memory is reached through a `Uint8Array` over `memory.buffer`; growing the memor
 that buffer, so the view is rebuilt after every `grow`. Writes copy from the Python buffer
 straight into the kernels' memory (`JsBuffer.assign`); reads copy out with `to_bytes`.
 
+Threads: in a cross-origin isolated page (SharedArrayBuffer allowed; `webgpt2 serve` sends
+COOP/COEP) the driver instantiates `kernels-threads.wasm` (the same sources built with
+atomics) on a shared memory, and starts `threads - 1` helper workers (from a Blob URL, so the
+server needs nothing more), each instantiating the module on that memory with a stack of its
+own (reserved here, below what `heap_base` reports) and sleeping in the module's
+`worker_loop` until `linear` splits a product's outputs between the threads (matmul.c). The
+host's thread blocks in `memory.atomic.wait32` until the parts are in, which a worker may do.
+Helpers boot asynchronously; products run on the threads that are ready.
+
 Example (inside Pyodide):
     >>> from webgpt2.backends.wasm import WasmBackend
     >>> WasmBackend().describe()["driver"]  # doctest: +SKIP
@@ -43,10 +52,46 @@ def _object(value: dict) -> Any:
     return to_js(value, dict_converter=js.Object.fromEntries)
 
 
+MAX_THREADS = 4  # matmul.c's MAX_THREADS in the threaded build
+# Each helper thread's stack (the kernels keep little on it; wasm-ld gives the host's 64 KiB).
+HELPER_STACK = 128 * 1024
+# A helper: instantiate the module on the shared memory, take its stack, serve products.
+_HELPER_JS = """
+self.onmessage = (event) => {
+  const { module, memory, id, stack } = event.data;
+  const instance = new WebAssembly.Instance(module, { env: { memory } });
+  instance.exports.__stack_pointer.value = stack;
+  instance.exports.worker_loop(id);  // never returns
+};
+"""
+
+
+def default_threads() -> int:
+    """Threads for the kernels here: the cores (at most MAX_THREADS) in a cross-origin
+    isolated page, else 1 (no SharedArrayBuffer)."""
+    if not getattr(js, "crossOriginIsolated", False):
+        return 1
+    cores = int(getattr(js.navigator, "hardwareConcurrency", 1) or 1)
+    return max(1, min(cores, MAX_THREADS))
+
+
 class BrowserDriver(Driver):
     """The kernels module instantiated by the browser with a memory created here."""
 
-    def __init__(self, module_bytes: bytes) -> None:
+    def __init__(self, module_bytes: bytes | None = None, threads: int | None = None) -> None:
+        from webgpt2.backends.wasm.backend import load_module
+
+        if threads is None:  # given bytes are the one-thread build unless threads says
+            threads = default_threads() if module_bytes is None else 1
+        threads = int(threads)
+        if not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads {threads}; expected 1 to {MAX_THREADS}")
+        if threads > 1 and not getattr(js, "crossOriginIsolated", False):
+            raise DriverError(f"threads {threads} need a cross-origin isolated page (COOP and "
+                              "COEP headers, as `webgpt2 serve` sends); this one is not")
+        self.threads = threads
+        if module_bytes is None:
+            module_bytes = load_module(threads=threads > 1)
         try:
             module = js.WebAssembly.Module.new(to_js(module_bytes))
         except Exception as e:  # a CompileError: no SIMD (or bulk memory) in this browser
@@ -56,7 +101,7 @@ class BrowserDriver(Driver):
         initial = memory_import_pages(module_bytes)
         try:
             self._memory = js.WebAssembly.Memory.new(
-                _object({"initial": initial, "maximum": MAX_PAGES}))
+                _object({"initial": initial, "maximum": MAX_PAGES, "shared": threads > 1}))
             instance = js.WebAssembly.Instance.new(
                 module, _object({"env": {"memory": self._memory}}))
         except Exception as e:
@@ -65,8 +110,42 @@ class BrowserDriver(Driver):
         self._exports = {name: getattr(exports, name)
                          for name in js.Object.keys(exports).to_py()}
         self._heap = js.Uint8Array.new(self._memory.buffer)
+        self._heap_base = int(self._exports["heap_base"]())
+        self._helpers: list[Any] = []
+        if threads > 1:
+            self._start_helpers(module, threads)
+
+    def _start_helpers(self, module: Any, threads: int) -> None:
+        """Reserve each helper's stack above the module's own, then start the helpers."""
+        base = -(-self._heap_base // 16) * 16
+        end = base + (threads - 1) * HELPER_STACK
+        if end > self.memory_size():
+            self.grow(-(-(end - self.memory_size()) // PAGE_SIZE))
+        self._heap_base = end
+        self._exports["threads"](threads)
+        blob = js.Blob.new(to_js([_HELPER_JS]), _object({"type": "text/javascript"}))
+        url = js.URL.createObjectURL(blob)
+        for helper in range(1, threads):
+            worker = js.Worker.new(url)
+            worker.postMessage(_object({"module": module, "memory": self._memory,
+                                        "id": helper, "stack": base + helper * HELPER_STACK}))
+            self._helpers.append(worker)
+
+    def ready_threads(self) -> int:
+        """Threads that take part in products now: the host's and the helpers that started."""
+        if not self._helpers:
+            return 1
+        return 1 + int(self._exports["threads"](self.threads))
+
+    def close(self) -> None:
+        """Stop the helper workers (the memory goes with the driver)."""
+        for worker in self._helpers:
+            worker.terminate()
+        self._helpers = []
 
     def call(self, name: str, *args: int | float) -> int | float | None:
+        if name == "heap_base":  # above the helpers' stacks
+            return self._heap_base
         function = self._exports.get(name)
         if function is None:
             raise DriverError(f"the kernels module has no export {name!r}; it has "
@@ -112,4 +191,4 @@ class BrowserDriver(Driver):
     def describe(self) -> dict:
         agent = str(getattr(js.navigator, "userAgent", "")) if hasattr(js, "navigator") else ""
         return {"driver": "browser", "runtime": "browser WebAssembly", "user_agent": agent,
-                "memory_pages": self.memory_size() // PAGE_SIZE}
+                "threads": self.ready_threads(), "memory_pages": self.memory_size() // PAGE_SIZE}
