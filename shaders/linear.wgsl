@@ -16,11 +16,9 @@
 //     writes its raw partial sums to y as row (part * m + row) of an [splits * m, n] scratch
 //     (flags 0); combine_splits then adds the parts (bound as x) and applies the epilogue,
 //     one invocation per output, 64 per workgroup.
-//   matmul_blocked: larger M (prefill) with whole-word rows (K a multiple of 4, x rows on a
-//     vec4 boundary); 64 invocations, each a BLOCK x BLOCK (4x4) block of y, a workgroup
-//     BLOCK x (64 * BLOCK) outputs.
-//   matmul: larger M, any shape; 8x8 invocations, each a 4x4 block of a TILE x TILE (32x32)
-//     output tile, K in steps of TILE through workgroup memory.
+//   matmul: larger M (prefill) on GPUs, and on every device for rows that are not whole vec4
+//     words; 8x8 invocations, each a 4x4 block of a TILE x TILE (32x32) output tile, K in
+//     steps of TILE through workgroup memory. CPU adapters take linear_rows.wgsl instead.
 // Workgroups are flattened over x and y.
 
 struct Params {
@@ -245,78 +243,6 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>,
             let n = n0 + tn + j;
             if (m < p.m && n < p.n) {
                 finish(m, n, rows[i][j]);
-            }
-        }
-    }
-}
-
-// matmul_blocked: any M, for K a multiple of 4 (an f16 row's last word may be half zero
-// padding, which adds nothing) and x rows on a vec4 boundary. Each invocation computes a
-// BLOCK x BLOCK block of y straight from storage, with no workgroup memory and no barriers
-// (CPU implementations such as lavapipe make barriers expensive); the 64 invocations of a
-// workgroup share the same BLOCK x rows and take BLOCK adjacent W rows each, so a workgroup
-// covers BLOCK x (64 * BLOCK) outputs. The body is written out for BLOCK = 4.
-const BLOCK: u32 = 4u;
-
-fn word_values(row: u32, i: u32, half: u32) -> vec4<f32> {
-    // Values 4*half .. 4*half+3 of W word i of row `row` (half is 0 for f32 words).
-    let q = w[row + i];
-    if (p.w_f16 == 1u) {
-        if (half == 0u) {
-            return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
-        }
-        return vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w));
-    }
-    return bitcast<vec4<f32>>(q);
-}
-
-@compute @workgroup_size(64)
-fn matmul_blocked(@builtin(workgroup_id) wid: vec3<u32>,
-                  @builtin(num_workgroups) nwg: vec3<u32>,
-                  @builtin(local_invocation_index) lid: u32) {
-    let tile = wid.y * nwg.x + wid.x;
-    let m0 = (tile / p.n_blocks) * BLOCK;
-    let n0 = ((tile % p.n_blocks) * 64u + lid) * BLOCK;
-    if (m0 >= p.m) {
-        return;
-    }
-    let last_n = p.n - 1u;
-    let last_m = p.m - 1u;
-    let r0 = min(n0, last_n) * p.w_stride;
-    let r1 = min(n0 + 1u, last_n) * p.w_stride;
-    let r2 = min(n0 + 2u, last_n) * p.w_stride;
-    let r3 = min(n0 + 3u, last_n) * p.w_stride;
-    let x0 = (p.x_offset + min(m0, last_m) * p.k) >> 2u;
-    let x1 = (p.x_offset + min(m0 + 1u, last_m) * p.k) >> 2u;
-    let x2 = (p.x_offset + min(m0 + 2u, last_m) * p.k) >> 2u;
-    let x3 = (p.x_offset + min(m0 + 3u, last_m) * p.k) >> 2u;
-    var c0 = vec4<f32>(0.0);  // c_i[j] = y[m0 + i, n0 + j]
-    var c1 = vec4<f32>(0.0);
-    var c2 = vec4<f32>(0.0);
-    var c3 = vec4<f32>(0.0);
-    let halves = select(1u, 2u, p.w_f16 == 1u);
-    let words = p.k >> 2u;  // vec4 words of x per row
-    for (var j = 0u; j < words; j++) {
-        let i = j / halves;
-        let half = j % halves;
-        let w0 = word_values(r0, i, half);
-        let w1 = word_values(r1, i, half);
-        let w2 = word_values(r2, i, half);
-        let w3 = word_values(r3, i, half);
-        let a0 = x[x0 + j];
-        let a1 = x[x1 + j];
-        let a2 = x[x2 + j];
-        let a3 = x[x3 + j];
-        c0 += vec4<f32>(dot(a0, w0), dot(a0, w1), dot(a0, w2), dot(a0, w3));
-        c1 += vec4<f32>(dot(a1, w0), dot(a1, w1), dot(a1, w2), dot(a1, w3));
-        c2 += vec4<f32>(dot(a2, w0), dot(a2, w1), dot(a2, w2), dot(a2, w3));
-        c3 += vec4<f32>(dot(a3, w0), dot(a3, w1), dot(a3, w2), dot(a3, w3));
-    }
-    let rows = array<vec4<f32>, 4>(c0, c1, c2, c3);
-    for (var a = 0u; a < 4u; a++) {
-        for (var b = 0u; b < 4u; b++) {
-            if (m0 + a < p.m && n0 + b < p.n) {
-                finish(m0 + a, n0 + b, rows[a][b]);
             }
         }
     }

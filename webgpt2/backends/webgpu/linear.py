@@ -79,11 +79,13 @@ def _matmul_kernel(b: WebGPUBackend, m: int, n: int, k: int, x_shift: int,
         n_blocks = ceil_div(n, columns)
         splits = b.device_profile.matvec_splits(n_blocks, k // (8 if w_f16 else 4))
         return chosen, n_blocks * splits, n_blocks, splits
-    if aligned:
-        chosen = kernel("linear.wgsl", "matmul_blocked")
-        block = chosen.constants["BLOCK"]  # each invocation's BLOCK x BLOCK outputs
-        n_blocks = ceil_div(n, block * chosen.workgroup_size)
-        return chosen, ceil_div(m, block) * n_blocks, n_blocks, 1
+    if aligned and b.device_profile.name == "small":
+        # CPU adapters: register blocks straight from storage, no barriers (linear_rows.wgsl).
+        chosen = kernel("linear_rows.wgsl", "matmul_rows_f16" if w_f16 else "matmul_rows_f32")
+        n_blocks = ceil_div(n, 4 * chosen.workgroup_size)  # 4 W rows per invocation
+        return chosen, ceil_div(m, chosen.constants["ROWS_M"]) * n_blocks, n_blocks, 1
+    # GPUs: 32 x 32 output tiles through workgroup memory, so that each weight is read from
+    # memory once per 32 rows of x.
     chosen = kernel("linear.wgsl", "matmul")
     tile = chosen.constants["TILE"]
     n_blocks = ceil_div(n, tile)
