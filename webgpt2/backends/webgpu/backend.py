@@ -314,8 +314,9 @@ class WebGPUBackend(Backend):
                     [q_binding, c_binding, o_binding, bind(4, scratch)[0]],
                     (b1 - b0) * num_heads, **params)  # a workgroup per (head, batch row)
             else:
+                blocks = ceil_div(seq_len, attend.constants["QUERIES"])
                 self.recorder.dispatch(attend, [q_binding, c_binding, o_binding],
-                                        (b1 - b0) * seq_len * num_heads, **params)
+                                        (b1 - b0) * blocks * num_heads, **params)
         return out
 
     def _select_position(self, x: WebGPUTensor, index: int) -> WebGPUTensor:
