@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from webgpt2.backends import checks, host_ops
-from webgpt2.backends.host import DTYPES, ITEMSIZE, BackendError, HostTensor
+from webgpt2.backends.host import DTYPES, ITEMSIZE, BackendError, HostTensor  # noqa: F401
 
-__all__ = ["DTYPES", "ITEMSIZE", "Backend", "BackendError", "HostTensor"]
 
 class Backend:
     """The interface every backend implements. Tensors are the backend's own objects.
@@ -65,8 +64,7 @@ class Backend:
         return self._upload(host, layout, dtype)
 
     def tensor(self, values: Any, dtype: str) -> Any:
-        """A tensor from nested Python lists (token ids, small float inputs); "float16"
-        values are held as float32."""
+        """A tensor from nested lists (ids, small inputs); float16 is held as float32."""
         if dtype not in ("float32", "float16", "int32"):
             raise ValueError(f"dtype {dtype!r}; expected 'float32', 'float16' or 'int32'")
         return self._tensor(values, dtype)
@@ -77,7 +75,6 @@ class Backend:
 
     def shape(self, x: Any) -> tuple[int, ...]:
         raise NotImplementedError
-
     def zeros(self, shape: Sequence[int], dtype: str = "float32") -> Any:
         """A zero-filled tensor. A 6-D float one may be a KV cache [B, L, 2, T, nh, hd]."""
         if dtype not in ("float32", "float16", "int32"):
@@ -426,6 +423,10 @@ class Backend:
         return self._max_cosine_similarity(context, candidates)
 
     # ---- device information -----------------------------------------------------------
+    def memory_limit_bytes(self) -> int | None:
+        """The most memory work here may take (None: unknown); generate checks it first."""
+        return None
+
     def describe(self) -> dict:
         """What this backend runs on (for `webgpt2 info`)."""
         return {"name": self.name}

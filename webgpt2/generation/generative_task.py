@@ -18,12 +18,14 @@ sampler runs on the backend).
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from webgpt2.generation.config import (
     GenerationConfig,
+    GenerationOptionError,
     config_from_options,
     sampler_from_config,
 )
@@ -47,6 +49,7 @@ class GenerativeTask:
     `generate_step`.
 
     The model provides `backend`, `preprocessor`, `max_sequence_length`,
+    `vocabulary_size`, `cache_bytes(batch, cache_length)`,
     `build_cache(token_ids, cache_length, last_position_only)`, `call_with_cache(...)` and
     `project(hidden)`.
 
@@ -222,6 +225,8 @@ class GenerativeTask:
             state = self._state_from_packed(inputs, config.max_new_tokens)
         else:
             state = self._state_from_text(inputs, config.max_length, config.max_new_tokens)
+        self._check_work(sampler, len(state.token_ids), len(state.token_ids[0]),
+                         len(decode_options.stop_token_ids))
         if decode_options.stop_strings is not None:
             state.generated = [GeneratedText(decode_options.stop_strings)
                                for _ in state.token_ids]
@@ -240,6 +245,12 @@ class GenerativeTask:
         if stop_token_ids == "auto":
             stop_token_ids = [self._require_preprocessor().tokenizer.end_token_id]
         stop_token_ids = tuple(stop_token_ids or ())
+        for t in stop_token_ids:
+            if isinstance(t, bool) or not isinstance(t, int) \
+                    or not 0 <= t < self.vocabulary_size:
+                raise GenerationOptionError(
+                    "stop_token_ids", f"holds {t!r}; expected token ids in "
+                    f"[0, {self.vocabulary_size})")
         matcher = None
         token_bytes = None
         if config.stop_strings is not None:
@@ -449,15 +460,48 @@ class GenerativeTask:
     def _state_from_packed(self, inputs: dict, max_new_tokens: int | None) -> GenerationState:
         try:
             token_ids = [list(row) for row in inputs["token_ids"]]
-            mask = [[bool(m) for m in row] for row in inputs["padding_mask"]]
+            raw_mask = [list(row) for row in inputs["padding_mask"]]
         except (KeyError, TypeError) as e:
             raise ValueError("inputs must be a dict with 'token_ids' and 'padding_mask' "
                              f"lists of rows ({e})") from None
+        for row in token_ids:
+            for t in row:
+                if isinstance(t, bool) or not isinstance(t, int) \
+                        or not 0 <= t < self.vocabulary_size:
+                    raise ValueError(f"token_ids holds {t!r}; expected integer token ids in "
+                                     f"[0, {self.vocabulary_size})")
+        for row in raw_mask:
+            for m in row:
+                if m not in (True, False):  # bools, or the integers 0 and 1
+                    raise ValueError(f"padding_mask holds {m!r}; expected True or False")
+        mask = [[bool(m) for m in row] for row in raw_mask]
         lengths = {len(row) for row in token_ids} | {len(row) for row in mask}
         if not token_ids or len(lengths) != 1 or len(mask) != len(token_ids):
             raise ValueError("token_ids and padding_mask must be non-empty rows of one length")
         self._check_max_length(lengths.pop())
         return self._state(token_ids, mask, max_new_tokens)
+
+    def _check_work(self, sampler: Sampler, batch: int, length: int, stops: int) -> None:
+        """Refuse, before anything is allocated, a generation whose rows (batch times beams
+        or contrastive candidates) would not fit: the KV cache and four copies of the logits
+        on the backend, and the search's candidate lists on the host."""
+        nb = getattr(sampler, "num_beams", None)
+        k = getattr(sampler, "k", None) if sampler.name == "contrastive" else None
+        per_row = nb or k or 1
+        rows = batch * per_row
+        candidates = max(2, 1 + stops) * nb if nb else (k or 0)
+        device = self.cache_bytes(rows, length) + 4 * rows * self.vocabulary_size * 4
+        host = rows * candidates * 64  # Python floats and ints of the top-k lists
+        limits = [(device, self.backend.memory_limit_bytes(), f"the {self.backend.name} "
+                   "backend"), (host, _host_memory_bytes(), "this machine's memory (half)")]
+        for need, limit, where in limits:
+            if limit is not None and need > limit:
+                what = (f"num_beams={nb}" if nb else f"contrastive k={k}" if k
+                        else "greedy/sampling")
+                raise ValueError(
+                    f"{what} on a batch of {batch} with {length} positions makes {rows} rows "
+                    f"needing about {need / 2**30:.1f} GiB, over the {limit / 2**30:.1f} GiB "
+                    f"of {where}: lower the batch, the length or the search width")
 
     def _check_max_length(self, max_length: int) -> None:
         if not isinstance(max_length, int) or max_length < 1:
@@ -513,3 +557,11 @@ class _Steps:
                 yield rest, []
         finally:
             self._events.close()
+
+
+def _host_memory_bytes() -> int | None:
+    """Half the machine's physical memory (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (AttributeError, ValueError, OSError):
+        return None

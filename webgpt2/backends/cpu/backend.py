@@ -11,6 +11,7 @@ page fault per 4 KiB), and parallel.py spreads rows and attention heads over the
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -372,6 +373,12 @@ class CPUBackend(Backend):
         grouped = unit_candidates.reshape(batch, per_row, -1)  # [B, C, H]
         cosine = np.matmul(grouped, unit_context.transpose(0, 2, 1))  # [B, C, S]
         return cosine.max(axis=-1).reshape(-1).tolist()
+
+    def memory_limit_bytes(self) -> int | None:
+        try:  # the machine's physical memory
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
 
     def describe(self) -> dict:
         info: dict = {"name": self.name, "numpy": np.__version__}

@@ -47,6 +47,15 @@ class GPT2CausalLM(GenerativeTask):
     def max_sequence_length(self) -> int:
         return self.backbone.max_sequence_length
 
+    @property
+    def vocabulary_size(self) -> int:
+        return self.backbone.vocabulary_size
+
+    def cache_bytes(self, batch: int, cache_length: int) -> int:
+        """Bytes of a float32 KV cache for `batch` rows of `cache_length` positions."""
+        b = self.backbone
+        return 4 * batch * b.num_layers * 2 * cache_length * b.hidden_dim
+
     # ---- loading ----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, *, backend: Backend | str | None = None,
@@ -76,10 +85,11 @@ class GPT2CausalLM(GenerativeTask):
         config = read_gpt2_config(folder)
         # Tokenizer first: it is cheap, and a broken one should fail before weights upload.
         tokenizer = GPT2Tokenizer.from_pretrained(folder)
-        if tokenizer.vocabulary_size() > config["vocabulary_size"]:
+        largest_id = tokenizer.token_to_id(tokenizer.get_vocabulary()[-1])
+        if largest_id >= config["vocabulary_size"]:
             raise ValueError(
-                f"tokenizer has {tokenizer.vocabulary_size()} tokens but the model's "
-                f"vocabulary_size is {config['vocabulary_size']}"
+                f"the tokenizer's ids go up to {largest_id} but the model's vocabulary_size "
+                f"is {config['vocabulary_size']} (config.json's vocab_size)"
             )
         weights = load_gpt2_weights(folder, config)
         backbone = GPT2Backbone(**config, backend=backend)
@@ -233,6 +243,16 @@ class GPT2CausalLM(GenerativeTask):
                              "'log_likelihood'")
         ids, (batch, seq_len) = self._token_tensor(token_ids)
         rows = token_ids if isinstance(token_ids, (list, tuple)) else self.backend.to_list(ids)
+        for name, value in (("padding_mask", padding_mask), ("target_ids", target_ids)):
+            if value is not None and (len(value) != batch
+                                      or any(len(row) != seq_len for row in value)):
+                raise ValueError(f"{name} must have token_ids' shape [{batch}, {seq_len}]; "
+                                 f"got {len(value)} rows of lengths "
+                                 f"{sorted({len(row) for row in value})}")
+        for row in padding_mask or ():
+            for m in row:
+                if m not in (True, False):
+                    raise ValueError(f"padding_mask holds {m!r}; expected True or False")
         shifted = target_ids is None
         if shifted:
             target_ids = [list(r[1:]) + [0] for r in rows]
