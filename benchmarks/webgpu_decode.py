@@ -76,7 +76,7 @@ class Runner:
         inputs = {"token_ids": [prompt + [0] * new_tokens],
                   "padding_mask": [[True] * len(prompt) + [False] * new_tokens]}
         t0 = time.perf_counter()
-        self.lm.generate(inputs, max_length=total, stop_token_ids=None, **options)
+        self.lm.generate(inputs, stop_token_ids=None, **options)
         elapsed = (time.perf_counter() - t0) * 1e3
         prefill, _, cache = self.prefill(prompt, total)
         self.backend.release(cache)

@@ -1,6 +1,7 @@
 // attention: causal multi-head attention through the KV cache.
-//   kv_write: cache[b, layer, 0|1, start + s, :] = keys | values of qkv[b, s] (qkv is
-//     [B, S, 3H]: queries, keys, values). One invocation per written value; 256 per workgroup.
+//   kv_write (attention_cache.wgsl; attention_f16.wgsl: kv_write_f16):
+//     cache[b, layer, 0|1, start + s, :] = keys | values of qkv[b, s] (qkv is [B, S, 3H]:
+//     queries, keys, values).
 //   attend: out[b, s, h*hd:(h+1)*hd] = softmax(q . K^T / sqrt(hd)) V over cache positions
 //     0..start+s of head h, with an online (running max) softmax over chunks of 64 keys so
 //     the cache length is not limited by workgroup memory. One workgroup of 64 invocations
@@ -9,42 +10,37 @@
 //     lid+64, lid+128, lid+192 (head size <= MAX_HEAD_DIM, 256) of all of them, so each key
 //     and value row is read once per block, not once per query (a prompt's attention 4x
 //     fewer loads and barriers).
-// The cache is [B, L, 2, T, nh, hd] float32 to the host; in memory, position and head are
-// `position_stride` and `head_stride` elements apart ([.., T, nh, hd]: H and hd; the
-// backend's own caches are head-major, [.., nh, T, hd]: hd and T * hd, so that one head's
-// keys are contiguous). Keys sit at kv 0 and values `kv_stride` (T * H) elements after them.
-// The bound window starts at this dispatch's first batch row's (layer, kv 0) slice, element
+// The cache is [B, L, 2, T, nh, hd] to the host, float32 here and float16 (two values per u32
+// word, element offsets still counted in values) in attention_f16.wgsl; in memory, position and
+// head are `position_stride` and `head_stride` elements apart ([.., T, nh, hd]: H and hd; the
+// backend's own caches are head-major, [.., nh, T, hd]: hd and T * hd, so that one head's keys
+// are contiguous). Keys sit at kv 0 and values `kv_stride` (T * H) elements after them. The
+// bound window starts at this dispatch's first batch row's (layer, kv 0) slice, element
 // `cache_offset` of the binding; batch rows are `batch_stride` elements apart.
-// Bindings: 0 uniform Params, 1 qkv (f32), 2 cache (f32, read_write for kv_write, read for
-// attend), 3 out (f32).
+// Bindings: 0 uniform Params, 1 qkv (f32), 2 cache (read_write; read through cache_load),
+// 3 out (f32).
 // Workgroups are flattened over x and y.
 
 //!include attention_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> cache: array<f32>;
+//!include attention_cache.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
-fn kv_write(@builtin(workgroup_id) wid: vec3<u32>,
-            @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid;
-    let two_h = 2u * p.hidden;
-    if (i >= p.batch * p.seq_len * two_h) {
-        return;
-    }
-    let row = i / two_h;           // b * S + s
-    let e = i % two_h;             // key values first, then value values
+// Where value e (keys first, then values: e < 2H) of row b * S + s lands in the cache.
+fn kv_destination(row: u32, e: u32) -> u32 {
     let b = row / p.seq_len;
     let s = row % p.seq_len;
-    let kv = e / p.hidden;
     let c = e % p.hidden;
-    let destination = p.cache_offset + b * p.batch_stride + kv * p.kv_stride
+    return p.cache_offset + b * p.batch_stride + (e / p.hidden) * p.kv_stride
         + (p.start + s) * p.position_stride + (c / p.head_dim) * p.head_stride
         + c % p.head_dim;
-    cache[destination] = qkv[p.qkv_offset + row * 3u * p.hidden + p.hidden + e];
+}
+
+// qkv[b, s]'s key or value e (e < 2H).
+fn kv_source(row: u32, e: u32) -> f32 {
+    return qkv[p.qkv_offset + row * 3u * p.hidden + p.hidden + e];
 }
 
 const CHUNK: u32 = 64u;
@@ -94,7 +90,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
             let key = k_base + j * p.position_stride;
             var dots = vec4<f32>(0.0);
             for (var d = 0u; d < hd; d++) {
-                let k = cache[key + d];
+                let k = cache_load(key + d);
                 dots += k * vec4<f32>(query[d], query[MAX_HEAD_DIM + d],
                                       query[2u * MAX_HEAD_DIM + d], query[3u * MAX_HEAD_DIM + d]);
             }
@@ -130,16 +126,16 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>,
             let value = v_base + (first + t) * p.position_stride + lid;
             // Each value is loaded once for the block's queries.
             if (lid < hd) {
-                c0 += wt * cache[value];
+                c0 += wt * cache_load(value);
             }
             if (lid + CHUNK < hd) {
-                c1 += wt * cache[value + CHUNK];
+                c1 += wt * cache_load(value + CHUNK);
             }
             if (lid + 2u * CHUNK < hd) {
-                c2 += wt * cache[value + 2u * CHUNK];
+                c2 += wt * cache_load(value + 2u * CHUNK);
             }
             if (lid + 3u * CHUNK < hd) {
-                c3 += wt * cache[value + 3u * CHUNK];
+                c3 += wt * cache_load(value + 3u * CHUNK);
             }
         }
         running_sum = running_sum * rescale + chunk_sum;

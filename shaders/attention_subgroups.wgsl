@@ -13,15 +13,16 @@
 //      every (64 / (hd/4))-th key; the partial vectors meet in workgroup memory.
 // A workgroup has only four barriers, which CPU implementations such as lavapipe need, as
 // they make barriers expensive.
-// Bindings: 0 uniform Params, 1 qkv (f32 read as vec4), 2 cache (f32 read as vec4), 3 out
-// (f32), 4 scratch (f32, B * nh * T). Workgroups are flattened over x and y.
+// Bindings: 0 uniform Params, 1 qkv (f32 read as vec4), 2 cache (read as vec4s of values
+// through cache_load4: attention_cache4.wgsl float32, attention_subgroups_f16.wgsl
+// float16), 3 out (f32), 4 scratch (f32, B * nh * T). Workgroups are flattened over x and y.
 
 //!include attention_params.wgsl
 //!include lane_groups.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> cache: array<vec4<f32>>;
+//!include attention_cache4.wgsl
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> scratch: array<f32>;
 
@@ -57,7 +58,7 @@ fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,
         let key = keys + min(j, position) * row_words;
         var partial = 0.0;
         for (var i = lane; i < words; i += 8u) {
-            partial += dot(qkv[q + i], cache[key + i]);
+            partial += dot(qkv[q + i], cache_load4(key + i));
         }
         let score = lane_group_sum(partial) * p.scale;
         if (j <= position) {
@@ -103,7 +104,7 @@ fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,
     var acc = vec4<f32>(0.0);
     if (first_key < key_lanes) {
         for (var j = first_key; j <= position; j += key_lanes) {
-            acc += scratch[weights + j] * cache[values + j * row_words + d];
+            acc += scratch[weights + j] * cache_load4(values + j * row_words + d);
         }
     }
     partials[lid] = acc;

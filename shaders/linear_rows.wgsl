@@ -3,12 +3,12 @@
 // load that every invocation of a workgroup shares costs one load. Same Params, bindings
 // and results as linear.wgsl's kernels; the line below makes the loader prepend it.
 //!include linear.wgsl
-// matmul_rows_f32 / matmul_rows_f16: each invocation computes an 8 x 4 block of y (8 rows
-// of x, which all 64 invocations of the workgroup share, times 4 adjacent W rows of its
-// own) straight from storage, so every W word loaded feeds 8 rows and every x word 4
-// columns (lavapipe: 1.3-1.5x faster in float32 and 2x in float16 than 4 x 4 blocks, whose
-// W loads, a gather across invocations, dominate). One entry point per dtype keeps the inner loop free of the dtype
-// branch (lavapipe does not hoist it). K must be a multiple of 4 (f16: whole words with
+// matmul_rows_f32 / matmul_rows_f16: each invocation computes an 8 x 4 block of y (8 rows of x,
+// which all 64 invocations of the workgroup share, times 4 adjacent W rows of its own) straight
+// from storage, so every W word loaded feeds 8 rows and every x word 4 columns (lavapipe:
+// 1.3-1.5x faster in float32 and 2x in float16 than 4 x 4 blocks, whose W loads, a gather
+// across invocations, dominate). One entry point per dtype keeps the inner loop free of the
+// dtype branch (lavapipe does not hoist it). K must be a multiple of 4 (f16: whole words with
 // zero padding add nothing) and x rows start on a vec4 boundary.
 // Workgroup: 64 invocations = ROWS_M x (64 * 4) outputs; n_blocks column blocks per row
 // block; flattened over x and y.

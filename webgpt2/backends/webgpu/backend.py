@@ -16,6 +16,7 @@ runs unchanged in a Pyodide without numpy.
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from array import array
 from typing import Any
@@ -46,7 +47,9 @@ class WebGPUBackend(Backend):
     most this many bytes per storage binding (the device's limit by default; smaller values
     exercise the big-buffer paths in tests). device_profile: "small" or "large" forces the
     kernel shapes of a CPU-like or a many-unit device (device_profile.py); by default they
-    are chosen from the adapter. Setting `poison = True` fills every new
+    are chosen from the adapter. kv_dtype: "float16" stores the KV caches made by `zeros`
+    as float16 (half the memory and the attention reads; arithmetic stays float32).
+    Setting `poison = True` fills every new
     activation buffer with NaN first, so a kernel that leaves an element unwritten shows.
     `recorder` (kernels, dispatches, submission) and `buffers` (activation memory and
     bindings) are there for code that runs kernels of its own, such as benchmarks.
@@ -63,7 +66,7 @@ class WebGPUBackend(Backend):
 
     def __init__(self, driver: Driver | None = None, dtype: str = "float32",
                  max_binding_size: int | None = None,
-                 device_profile: str | None = None) -> None:
+                 device_profile: str | None = None, kv_dtype: str = "float32") -> None:
         if driver is None:
             if sys.platform == "emscripten":  # in a web page: the browser's navigator.gpu
                 from webgpt2.backends.webgpu.browser import BrowserDriver
@@ -73,8 +76,10 @@ class WebGPUBackend(Backend):
                 from webgpt2.backends.webgpu.native import NativeDriver
 
                 driver = NativeDriver()
-        if dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype {dtype!r}; expected 'float32' or 'float16'")
+        for name, value in (("dtype", dtype), ("kv_dtype", kv_dtype)):
+            if value not in ("float32", "float16"):
+                raise ValueError(f"{name} {value!r}; expected 'float32' or 'float16'")
+        self.kv_dtype = kv_dtype
         self.driver = driver
         self.dtype = dtype
         binding_limit = int(driver.info.limits.get("max_storage_buffer_binding_size", 128 << 20))
@@ -164,7 +169,11 @@ class WebGPUBackend(Backend):
             return out
         if x.size == 0:
             return nest([], x.shape) if x.shape else []
-        flat = array("i" if x.dtype == "int32" else "f", self._read(x, x.size)).tolist()
+        if x.dtype == "float16":
+            flat = list(struct.unpack(f"<{x.size}e", self.recorder.read(x.buffer, 0,
+                                                                         x.size * 2)))
+        else:
+            flat = array("i" if x.dtype == "int32" else "f", self._read(x, x.size)).tolist()
         if x.layout == "cache":
             flat = position_major(flat, x.shape)
         return nest(flat, x.shape)
@@ -175,10 +184,12 @@ class WebGPUBackend(Backend):
     def _zeros(self, shape: tuple[int, ...], dtype: str) -> WebGPUTensor:
         """Zeros. A float 6-D tensor is taken for a KV cache [B, L, 2, T, nh, hd] and stored
         head-major ([B, L, 2, nh, T, hd] in memory), so that each head's keys and values are
-        contiguous for attention; `to_list` still returns the [B, L, 2, T, nh, hd] order."""
-        tensor = self.buffers.new(shape, "int32" if dtype == "int32" else "float32",
-                                   zeroed=True, label="zeros")
-        if len(tensor.shape) == 6 and dtype != "int32":
+        contiguous for attention; `to_list` still returns the [B, L, 2, T, nh, hd] order. Its
+        storage is the backend's kv_dtype."""
+        cache = len(shape) == 6 and dtype != "int32"
+        storage = self.kv_dtype if cache else "int32" if dtype == "int32" else "float32"
+        tensor = self.buffers.new(shape, storage, zeroed=True, label="zeros")
+        if cache:
             tensor.layout = "cache"
         return tensor
 
@@ -275,12 +286,17 @@ class WebGPUBackend(Backend):
         hidden = three_hidden // 3
         head_dim = hidden // num_heads
         layers, max_length = cache.shape[1], cache.shape[3]
-        kv_write = self.recorder.kernel("attention.wgsl", "kv_write")
-        attend = self.recorder.kernel("attention.wgsl", "attend")
+        # A float16 cache holds two values per word: its bindings are in words, the
+        # kernels' offsets and strides still in values.
+        f16 = cache.dtype == "float16"
+        unit = 2 if f16 else 1
+        family = "attention_f16.wgsl" if f16 else "attention.wgsl"
+        kv_write = self.recorder.kernel(family, "kv_write_f16" if f16 else "kv_write")
+        attend = self.recorder.kernel(family, "attend")
         max_head_dim = attend.constants["MAX_HEAD_DIM"]
-        if head_dim > max_head_dim:
+        if head_dim > max_head_dim or head_dim % unit:
             raise ValueError(f"head size {head_dim}; the attention kernel supports up to "
-                             f"{max_head_dim}")
+                             f"{max_head_dim}" + (", even sizes for a float16 cache" * f16))
         out = self.buffers.new((batch, seq_len, hidden))
         layer_span = 2 * max_length * hidden  # elements of cache[b, layer]
         batch_stride = layers * layer_span
@@ -289,10 +305,12 @@ class WebGPUBackend(Backend):
         else:
             position_stride, head_stride = hidden, head_dim
         bind = self.buffers.bind
-        for b0, b1 in self.buffers.batch_chunks(batch, cache, batch_stride, layer_span):
+        for b0, b1 in self.buffers.batch_chunks(batch, cache, batch_stride // unit,
+                                                 layer_span // unit):
             first = b0 * batch_stride + layer_index * layer_span
             end = (b1 - 1) * batch_stride + layer_index * layer_span + layer_span
-            c_binding, c_shift = bind(2, cache, first, end)
+            c_binding, c_shift = bind(2, cache, first // unit, ceil_div(end, unit))
+            c_shift *= unit
             q_binding, q_shift = bind(1, qkv, b0 * seq_len * three_hidden,
                                       b1 * seq_len * three_hidden)
             o_binding, o_shift = bind(3, out, b0 * seq_len * hidden, b1 * seq_len * hidden)
@@ -302,15 +320,17 @@ class WebGPUBackend(Backend):
                           out_offset=o_shift, scale=1.0 / math.sqrt(head_dim),
                           position_stride=position_stride, head_stride=head_stride,
                           kv_stride=max_length * hidden)
-            self.recorder.dispatch(
+            self.recorder.dispatch(  # an invocation per value (f16: per pair of values)
                 kv_write, [q_binding, c_binding],
-                ceil_div((b1 - b0) * seq_len * 2 * hidden, kv_write.workgroup_size), **params)
+                ceil_div((b1 - b0) * seq_len * 2 * hidden // unit, kv_write.workgroup_size),
+                **params)
             vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
                 and c_shift % 4 == 0 and o_shift % 4 == 0
             if seq_len == 1 and self.subgroup_matvec and vector_rows:
                 scratch = self.buffers.new(((b1 - b0) * num_heads, max_length))
                 self.recorder.dispatch(
-                    self.recorder.kernel("attention_subgroups.wgsl", "attend_decode"),
+                    self.recorder.kernel("attention_subgroups_f16.wgsl" if f16
+                                         else "attention_subgroups.wgsl", "attend_decode"),
                     [q_binding, c_binding, o_binding, bind(4, scratch)[0]],
                     (b1 - b0) * num_heads, **params)  # a workgroup per (head, batch row)
             else:
@@ -425,6 +445,10 @@ class WebGPUBackend(Backend):
         return generation.max_cosine_similarity(self, context, candidates)
 
     # ---- device information ----------------------------------------------------------------
+    def memory_limit_bytes(self) -> int | None:
+        # The largest buffer the device makes: a KV cache or a batch's logits is one.
+        return self.buffers.max_buffer_size
+
     def describe(self) -> dict:
         info = self.driver.info
         return {

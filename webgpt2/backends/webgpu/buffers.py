@@ -51,8 +51,9 @@ class Buffers:
     def new(self, shape: Sequence[int], dtype: str = "float32", zeroed: bool = False,
             label: str = "") -> WebGPUTensor:
         """An activation tensor, back in the pool when released or garbage collected;
-        `zeroed` ones are fresh buffers (WebGPU zeroes them)."""
-        nbytes = math.prod(shape) * 4
+        `zeroed` ones are fresh buffers (WebGPU zeroes them). float16 tensors (KV caches)
+        hold two values per 4-byte word."""
+        nbytes = math.prod(shape) * (2 if dtype == "float16" else 4)
         if zeroed:
             size = max(ceil_div(nbytes, 16) * 16, 16)
             buffer = self.driver.create_buffer(size, "storage", label)

@@ -104,7 +104,7 @@ def mask_tokens(b: WebGPUBackend, logits: WebGPUTensor, token_ids: Sequence[Sequ
 def gather_batch(b: WebGPUBackend, x: WebGPUTensor, indices: list[int]) -> WebGPUTensor:
     if x.layout not in ("plain", "cache"):
         return host_ops.gather_batch(b, x, indices)
-    row_bytes = x.size // x.shape[0] * 4
+    row_bytes = x.size // x.shape[0] * (2 if x.dtype == "float16" else 4)
     out = b.buffers.new((len(indices),) + x.shape[1:], x.dtype, label="gather")
     out.layout = x.layout
     for i, source in enumerate(indices):  # rows are contiguous in every layout here
@@ -120,6 +120,8 @@ def reorder_cache(b: WebGPUBackend, cache: WebGPUTensor, indices: list[int], sta
     if cache.layout != "cache" or not _fits(b, cache):
         return host_ops.reorder_cache(b, cache, indices, start, end)
     batch, layers, _, length, heads, head_dim = cache.shape
+    if cache.dtype == "float16":  # moved as words, two values each (head sizes are even)
+        head_dim //= 2
     slices = layers * 2 * heads
     count = end - start
     slab = b.buffers.new((batch, slices, count, head_dim))

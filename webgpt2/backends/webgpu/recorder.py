@@ -38,7 +38,9 @@ def load_shader(file_name: str, _included: set[str] | None = None) -> str:
 
     A line `//!include other.wgsl` is replaced by that file's source (a variant kernel
     reuses its family's parameters, bindings and helpers; kernels share helpers), once per
-    loaded shader however many files include it.
+    loaded shader however many files include it. A line `//!provides other.wgsl` in an
+    included file counts as including other.wgsl: a variant replaces one of its family's
+    parts (attention_f16.wgsl its cache accessors) by including its own first.
     """
     included = set() if _included is None else _included
     for folder in _shader_folders():
@@ -47,7 +49,9 @@ def load_shader(file_name: str, _included: set[str] | None = None) -> str:
             included.add(file_name)
             parts = []
             for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-                if not line.startswith("//!include "):
+                if line.startswith("//!provides "):
+                    included.add(line.split()[1])
+                elif not line.startswith("//!include "):
                     parts.append(line)
                 elif line.split()[1] not in included:
                     parts.append(load_shader(line.split()[1], included))
