@@ -11,7 +11,8 @@ cache is head-major, [B, L, 2, nh, T, hd] in memory, so a query reads its head's
 contiguous block; `shape` and `to_list` show the interface's [B, L, 2, T, nh, hd].
 
 This module needs no numpy: host data crosses as `bytes`, `array` and Python lists, so it
-runs unchanged in a Pyodide without numpy (with a browser driver: phase 2).
+runs unchanged in a Pyodide without numpy (with the browser driver, browser.py). Kernel
+calls are recorded and run in one crossing (commands.py).
 """
 
 from __future__ import annotations
@@ -105,9 +106,11 @@ class WasmTensor:
 
 
 class WasmBackend(Backend):
-    """GPT-2's operations as SIMD WebAssembly kernels (C, `wasm/`), run by wasmtime natively.
+    """GPT-2's operations as SIMD WebAssembly kernels (C, `wasm/`), run by wasmtime natively
+    and by the browser's engine in a page.
 
-    driver: a `Driver` (wasmtime's `NativeDriver` by default). dtype: the default storage
+    driver: a `Driver` (by default wasmtime's `NativeDriver`, or in Pyodide the
+    `BrowserDriver`, threaded when the page is cross-origin isolated). dtype: the default storage
     dtype of linear weights and the token table ("float32" or "float16"; arithmetic is
     float32). max_memory: use at most this many bytes of linear memory (4 GiB, all of wasm32,
     by default); running out raises `WasmOutOfMemoryError` naming the sizes. Setting
