@@ -564,6 +564,10 @@ class WasmBackend(Backend):
             self._done(out, count * 4)
 
     # ---- device information -------------------------------------------------------------
+    def memory_limit_bytes(self) -> int | None:
+        # What the linear memory can still give: beyond its top, and its free blocks.
+        return self.memory.limit - self.memory.top + self.memory.bytes_free
+
     def describe(self) -> dict:
         return {
             "name": self.name,
