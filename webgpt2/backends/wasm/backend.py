@@ -21,88 +21,25 @@ import math
 import sys
 from array import array
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from webgpt2.backends.base import Backend
-from webgpt2.backends.host import ITEMSIZE, BackendError, HostTensor, flatten, nest
+from webgpt2.backends.host import ITEMSIZE, HostTensor, flatten, nest
 from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
+from webgpt2.backends.wasm.tensor import (  # noqa: F401 - MODULE_PATH, load_module re-exported
+    MODULE_PATH,
+    THREADS_MODULE_PATH,
+    WasmTensor,
+    _head_major_order,
+    load_module,
+)
+from webgpt2.backends.wasm.weights import upload
 
-MODULE_PATH = Path(__file__).resolve().parent / "kernels.wasm"
-# The same kernels built for a shared memory, run on several threads in an isolated page.
-THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-threads.wasm")
 _NAN = b"\x00\x00\xc0\x7f"
 # linear()'s flags (matmul.c).
 _BIAS, _GELU, _RESIDUAL, _W16 = 1, 2, 4, 8
-# Upload conversions go through a staging block of at most this many bytes at a time.
-_STAGING_BYTES = 16 << 20
-
-
-def load_module(threads: bool = False) -> bytes:
-    """The kernels module's bytes (built by tools/build_wasm.py from wasm/*.c); with threads,
-    the shared-memory build."""
-    path = THREADS_MODULE_PATH if threads else MODULE_PATH
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise BackendError(f"the wasm kernels module {path} is missing: build it with "
-                           f"python tools/build_wasm.py ({e})") from e
-
-
-def _head_major_order(shape: Sequence[int]) -> list[int]:
-    """For a cache [..., T, nh, hd]: the position-major index of each head-major element."""
-    *outer, length, heads, head_dim = shape
-    block = length * heads * head_dim
-    order: list[int] = []
-    for base in range(0, math.prod(outer) * block, block):
-        for h in range(heads):
-            for t in range(length):
-                start = base + (t * heads + h) * head_dim
-                order.extend(range(start, start + head_dim))
-    return order
-
-
-class WasmTensor:
-    """A tensor in the kernels module's linear memory: an offset, a shape, a storage dtype
-    and a layout.
-
-    Activations are float32 or int32, row-major ("plain"). Weights uploaded with layout
-    "linear" keep the host's shape (K, N) but are stored [N, K]; "embedding" tables are
-    stored as given; both may be stored float16. A KV cache ("cache", a 6-D float tensor made
-    by `zeros` or `tensor`) is stored [B, L, 2, nh, T, hd] for the shape [B, L, 2, T, nh, hd].
-    """
-
-    __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "_memory")
-
-    def __init__(self, shape: Sequence[int], dtype: str, offset: int, nbytes: int,
-                 layout: str = "plain", memory: LinearMemory | None = None) -> None:
-        self.shape = tuple(map(int, shape))
-        self.dtype = dtype
-        self.layout = layout
-        self.offset = offset
-        self.nbytes = nbytes
-        self.host: list | None = None  # the values of an int tensor made from host lists
-        # Who gets the block back, once: on release() or when the tensor is collected (a
-        # __del__ costs a fraction of a weakref.finalize, and a decode step makes ~100).
-        self._memory = memory
-
-    def _free(self) -> None:
-        memory, self._memory = self._memory, None
-        if memory is not None:
-            memory.free(self.offset, self.nbytes)
-
-    def __del__(self) -> None:
-        self._free()
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    def __repr__(self) -> str:
-        return (f"WasmTensor(shape={self.shape}, dtype={self.dtype!r}, "
-                f"layout={self.layout!r}, offset={self.offset})")
 
 
 class WasmBackend(Backend):
@@ -261,63 +198,7 @@ class WasmBackend(Backend):
         return tensor
 
     def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> WasmTensor:
-        if host.dtype == "int32":
-            tensor = self._new(host.shape, "int32")
-            self._write(tensor.offset, memoryview(host.data).cast("B"))
-            return tensor
-        storage = "float32" if layout == "plain" else (dtype or self.dtype)
-        tensor = self._new(host.shape, storage, layout, host.size * ITEMSIZE[storage])
-        data = memoryview(host.data).cast("B")
-        if layout != "linear":
-            self._convert_rows(data, host.dtype, storage, tensor.offset, host.size)
-        else:
-            self._upload_transposed(data, host, storage, tensor.offset)
-        if storage == "float16" and self._call("count_nonfinite_f16", tensor.offset,
-                                                     host.size):
-            # The kernels widen finite halves only (common.h): keep this one float32.
-            self.release(tensor)
-            return self._upload(host, layout, "float32")
-        return tensor
-
-    def _upload_transposed(self, data: memoryview, host: HostTensor, storage: str,
-                           destination: int) -> None:
-        """[K, N] -> [N, K]: converted into a staging block, then transposed into place."""
-        k, n = host.shape
-        staging = self._temporary(host.size * ITEMSIZE[storage])
-        try:
-            self._convert_rows(data, host.dtype, storage, staging, host.size)
-            transpose = "transpose_16" if storage == "float16" else "transpose_32"
-            self._call(transpose, staging, destination, k, n)
-        finally:
-            self._done(staging, host.size * ITEMSIZE[storage])
-
-    def _convert_rows(self, data: memoryview, source: str, storage: str, destination: int,
-                      count: int) -> None:
-        """Write `count` values of dtype `source` into memory at `destination` as `storage`,
-        through a bounded staging block when they need converting."""
-        if source == storage:
-            self._write(destination, data)
-            return
-        kernel = {("float32", "float16"): "narrow_f16", ("float16", "float32"): "widen_f16",
-                  ("bfloat16", "float32"): "widen_bf16"}.get((source, storage))
-        if kernel is None:  # bfloat16 -> float16: by way of float32
-            widened = self._temporary(count * 4)
-            try:
-                self._convert_rows(data, source, "float32", widened, count)
-                self._call("narrow_f16", widened, destination, count)
-            finally:
-                self._done(widened, count * 4)
-            return
-        in_size, out_size = ITEMSIZE[source], ITEMSIZE[storage]
-        chunk = max(1, _STAGING_BYTES // in_size)
-        staging = self._temporary(min(count, chunk) * in_size)
-        try:
-            for first in range(0, count, chunk):
-                n = min(chunk, count - first)
-                self._write(staging, data[first * in_size:(first + n) * in_size])
-                self._call(kernel, staging, destination + first * out_size, n)
-        finally:
-            self._done(staging, min(count, chunk) * in_size)
+        return upload(self, host, layout, dtype)
 
     # ---- model operations ---------------------------------------------------------------
     def _embedding(self, token_ids: WasmTensor, token_table: WasmTensor,

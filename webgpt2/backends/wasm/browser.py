@@ -43,9 +43,8 @@ from webgpt2.backends.wasm.driver import (
 try:
     import js
     from pyodide.ffi import to_js
-except ImportError as e:  # natively: the registry never picks this driver there
-    raise ImportError("the wasm backend's browser driver runs only inside Pyodide (no `js` "
-                      "module here); natively the wasm backend runs on wasmtime") from e
+except ImportError:  # natively: the registry never picks this driver there
+    js = to_js = None
 
 
 def _object(value: dict) -> Any:
@@ -80,6 +79,10 @@ class BrowserDriver(Driver):
 
     def __init__(self, module_bytes: bytes | None = None, threads: int | None = None) -> None:
         from webgpt2.backends.wasm.backend import load_module
+
+        if js is None:
+            raise ImportError("the wasm backend's browser driver runs only inside Pyodide (no "
+                              "`js` module here); natively the wasm backend runs on wasmtime")
 
         if threads is None:  # given bytes are the one-thread build unless threads says
             threads = default_threads() if module_bytes is None else 1

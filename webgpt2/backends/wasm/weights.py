@@ -1,0 +1,75 @@
+"""Weights into the wasm backend's linear memory: converted (float32, float16, bfloat16) in
+bounded staging blocks, and Conv1D weights transposed to [N, K] by a kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webgpt2.backends.host import ITEMSIZE, HostTensor
+from webgpt2.backends.wasm.tensor import WasmTensor
+
+# Upload conversions go through a staging block of at most this many bytes at a time.
+_STAGING_BYTES = 16 << 20
+
+
+def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTensor:
+    """A weight copied into linear memory once (see the backend's module docstring)."""
+    if host.dtype == "int32":
+        tensor = b._new(host.shape, "int32")
+        b._write(tensor.offset, memoryview(host.data).cast("B"))
+        return tensor
+    storage = "float32" if layout == "plain" else (dtype or b.dtype)
+    tensor = b._new(host.shape, storage, layout, host.size * ITEMSIZE[storage])
+    data = memoryview(host.data).cast("B")
+    if layout != "linear":
+        _convert_rows(b, data, host.dtype, storage, tensor.offset, host.size)
+    else:
+        _upload_transposed(b, data, host, storage, tensor.offset)
+    if storage == "float16" and b._call("count_nonfinite_f16", tensor.offset,
+                                                 host.size):
+        # The kernels widen finite halves only (common.h): keep this one float32.
+        b.release(tensor)
+        return upload(b, host, layout, "float32")
+    return tensor
+
+
+def _upload_transposed(b: Any, data: memoryview, host: HostTensor, storage: str,
+                       destination: int) -> None:
+    """[K, N] -> [N, K]: converted into a staging block, then transposed into place."""
+    k, n = host.shape
+    staging = b._temporary(host.size * ITEMSIZE[storage])
+    try:
+        _convert_rows(b, data, host.dtype, storage, staging, host.size)
+        transpose = "transpose_16" if storage == "float16" else "transpose_32"
+        b._call(transpose, staging, destination, k, n)
+    finally:
+        b._done(staging, host.size * ITEMSIZE[storage])
+
+
+def _convert_rows(b: Any, data: memoryview, source: str, storage: str, destination: int,
+                  count: int) -> None:
+    """Write `count` values of dtype `source` into memory at `destination` as `storage`,
+    through a bounded staging block when they need converting."""
+    if source == storage:
+        b._write(destination, data)
+        return
+    kernel = {("float32", "float16"): "narrow_f16", ("float16", "float32"): "widen_f16",
+              ("bfloat16", "float32"): "widen_bf16"}.get((source, storage))
+    if kernel is None:  # bfloat16 -> float16: by way of float32
+        widened = b._temporary(count * 4)
+        try:
+            _convert_rows(b, data, source, "float32", widened, count)
+            b._call("narrow_f16", widened, destination, count)
+        finally:
+            b._done(widened, count * 4)
+        return
+    in_size, out_size = ITEMSIZE[source], ITEMSIZE[storage]
+    chunk = max(1, _STAGING_BYTES // in_size)
+    staging = b._temporary(min(count, chunk) * in_size)
+    try:
+        for first in range(0, count, chunk):
+            n = min(chunk, count - first)
+            b._write(staging, data[first * in_size:(first + n) * in_size])
+            b._call(kernel, staging, destination + first * out_size, n)
+    finally:
+        b._done(staging, min(count, chunk) * in_size)
