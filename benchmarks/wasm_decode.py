@@ -59,7 +59,8 @@ def wasm_runner(folder, dtype: str):
     lm = GPT2CausalLM.from_pretrained(folder, backend=backend, dtype=dtype, progress=False)
 
     def prefill(prompt, cache_length):
-        last, cache = lm.prefill([prompt], cache_length=cache_length)
+        last, cache = lm.build_cache([prompt], cache_length=cache_length,
+                                     last_position_only=True)
         return backend.argmax(lm.project(last))[0], cache
 
     def decode(prompt, new_tokens):

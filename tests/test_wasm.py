@@ -148,7 +148,7 @@ def test_a_decode_step_is_one_run_and_a_trap_names_its_kernel(fresh, tiny_checkp
     from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 
     lm = GPT2CausalLM.from_pretrained(tiny_checkpoint, backend=fresh, progress=False)
-    last, cache = lm.prefill(PROMPT, cache_length=20)
+    last, cache = lm.build_cache(PROMPT, cache_length=20, last_position_only=True)
     token = fresh.argmax(lm.project(last))[0]
     before = fresh.commands.flushes
     for i in range(13, 17):

@@ -214,11 +214,6 @@ class GPT2CausalLM(GenerativeTask):
             self.backend.release(ids)
         return hidden_states, cache
 
-    def prefill(self, token_ids: Any, cache_length: int) -> tuple[Any, Any]:
-        """`build_cache(token_ids, cache_length, last_position_only=True)`: an alias kept
-        for the benchmarks and backend tests that call it by this name."""
-        return self.build_cache(token_ids, cache_length, last_position_only=True)
-
     def __call__(self, token_ids: Any) -> Any:
         """logits [B, S, V] for a full sequence (no cache kept)."""
         hidden_states, cache = self.build_cache(token_ids)
