@@ -204,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", default=DEFAULT_MODEL,
                      help="preset name, local folder, hub id or folder URL "
                           f"(default: {DEFAULT_MODEL}, shipped in the package)")
-    gen.add_argument("--backend", default=None, help="cpu, webgpu (default: the first available)")
+    gen.add_argument("--backend", default=None,
+                     help="cpu, wasm, webgpu (default: the first available)")
     gen.add_argument("--dtype", default=None, choices=["float32", "float16"],
-                     help="weight storage on webgpu (float16 halves the weight memory and traffic)")
+                     help="weight storage on wasm and webgpu (float16 halves the weight memory)")
     _add_generation_flags(gen.add_argument_group("generation (GenerationConfig's options)"))
     gen.add_argument("--quiet", action="store_true", help="no progress bars or timing line")
     gen.set_defaults(func=cmd_generate)
