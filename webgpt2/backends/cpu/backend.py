@@ -59,8 +59,9 @@ def host_to_numpy(host: HostTensor) -> np.ndarray:
 
 def _column_major_copy(matrix: np.ndarray, rows: int = 256) -> np.ndarray:
     """A column-major (Fortran-order) copy of a 2-D array, made a band of rows at a time:
-    each band is read once and lands in short contiguous runs, 2-3x faster here than
-    np.asfortranarray's element-order copy (60 against 170 ms for GPT-2's token table)."""
+    each band is read once and lands in short contiguous runs, where np.asfortranarray's
+    element-order copy jumps across the whole matrix for every element
+    (benchmarks/README.md has the times)."""
     out = np.empty(matrix.shape[::-1], matrix.dtype)  # the transpose, row-major
     for start in range(0, matrix.shape[0], rows):
         out[:, start:start + rows] = matrix[start:start + rows].T
@@ -123,10 +124,10 @@ class CPUBackend(Backend):
                 and array.shape[0] > array.shape[1]:
             # A tall matrix (the tied token table [V, H]; a linear layer that narrows, as
             # GPT-2's MLP c_proj [4H, H]) is stored column-major, so that a decode step's
-            # 1-row product streams it along its long side: with OpenBLAS here, 1.5x faster
-            # for the table and 1.25x for c_proj (the wide ones, [H, 3H] and [H, 4H], stream
-            # fastest as they come). The copy stands in for the checkpoint's pages, which are
-            # given back to the page cache, so memory stays at one copy of the weights.
+            # 1-row product streams it along its long side, where OpenBLAS's matrix-vector
+            # kernel reads fastest (the wide ones, [H, 3H] and [H, 4H], already do; the
+            # gains are in benchmarks/README.md). The copy stands in for the checkpoint's
+            # pages, which are given back to the page cache, so memory stays at one copy.
             stored = _column_major_copy(array)
             _unmap_pages(host.data)
             return stored
