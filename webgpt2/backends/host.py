@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,15 @@ def flatten(values: Any) -> tuple[list, tuple[int, ...]]:
     for part, _ in parts:
         flat.extend(part)
     return flat, (len(values),) + inner
+
+
+def packed(values: Any, dtype: str) -> tuple[array, tuple[int, ...], str]:
+    """Nested lists as (a packed int32 or float32 array, shape, dtype): how a device backend
+    takes a `tensor()` call's values (float16 values are held as float32)."""
+    flat, shape = flatten(values)
+    if dtype == "int32":
+        return array("i", [int(v) for v in flat]), shape, dtype
+    return array("f", [float(v) for v in flat]), shape, "float32"
 
 
 def nest(flat: list, shape: Sequence[int]) -> Any:

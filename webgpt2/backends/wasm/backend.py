@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from webgpt2.backends.base import Backend
-from webgpt2.backends.host import ITEMSIZE, HostTensor, flatten, nest
+from webgpt2.backends.host import ITEMSIZE, HostTensor, nest, packed
 from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
@@ -135,18 +135,13 @@ class WasmBackend(Backend):
 
     # ---- host <-> backend ---------------------------------------------------------------
     def _tensor(self, values: Any, dtype: str) -> WasmTensor:
-        flat, shape = flatten(values)
-        if dtype == "int32":
-            data = array("i", [int(v) for v in flat])
-        else:
-            dtype = "float32"
-            data = array("f", [float(v) for v in flat])
+        data, shape, dtype = packed(values, dtype)
         layout = "plain"
         if len(shape) == 6 and dtype == "float32":
             layout = "cache"
             data = array("f", [data[i] for i in _head_major_order(shape)])
         tensor = self._new(shape, dtype, layout)
-        if flat:
+        if data:
             self._write(tensor.offset, data.tobytes())
         if dtype == "int32":
             tensor.host = list(data)

@@ -22,6 +22,7 @@ from array import array
 from typing import Any
 
 from webgpt2.backends.base import Backend, HostTensor
+from webgpt2.backends.host import packed
 from webgpt2.backends.webgpu import generation
 from webgpt2.backends.webgpu.buffers import Buffers
 from webgpt2.backends.webgpu.device_profile import choose_profile
@@ -31,7 +32,6 @@ from webgpt2.backends.webgpu.recorder import Recorder
 from webgpt2.backends.webgpu.tensor import (
     WebGPUTensor,
     ceil_div,
-    flatten,
     nest,
     position_major,
     stored_rows,
@@ -142,14 +142,9 @@ class WebGPUBackend(Backend):
 
     # ---- host <-> backend -----------------------------------------------------------------
     def _tensor(self, values: Any, dtype: str) -> WebGPUTensor:
-        flat, shape = flatten(values)
-        if dtype == "int32":
-            data = array("i", [int(v) for v in flat])
-        else:
-            dtype = "float32"
-            data = array("f", [float(v) for v in flat])
+        data, shape, dtype = packed(values, dtype)
         tensor = self.buffers.new(shape, dtype)
-        if flat:
+        if data:
             self.recorder.write(tensor.buffer, data.tobytes())
         if dtype == "int32":
             tensor.host = list(data)
