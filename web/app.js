@@ -187,7 +187,7 @@ function fillBackends(status, adapter) {
     note.id = "backend-choice";
     (ui.backend.closest("label") || ui.backend).after(note);
   }
-  note.textContent = chosen ? ` Chose ${chosen.name}: ${chosen.why}.` : "";
+  note.textContent = chosen ? ` Automatic choice: ${chosen.name} (${chosen.why}).` : "";
   document.body.dataset.autoBackend = chosen ? chosen.name : "";
 }
 
