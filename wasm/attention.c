@@ -21,6 +21,7 @@
  *   floats. indices [B] i32, each in [0, B).
  */
 #include "common.h"
+#include "pool.h"
 
 /* Softmax weights in place over scores[0 .. visible): returns their sum (not normalised). */
 static float exp_scores(float *scores, int visible) {
@@ -157,14 +158,60 @@ static void attend_four(const float *q, const float *keys, const float *values, 
         }
 }
 
+/* One attention call's arguments, as the pool's threads read them. */
+struct attention_job {
+    const float *qkv;
+    float *cache, *out, *scores;
+    int B, S, H, nh, T, L, layer, start, last_only;
+};
+
+/* Part `part` of `parts`: a range of the B * nh (row, head) pairs. Split (parts > 1) only
+ * when each head has fewer than four queries (a decode step): thread i then takes scores
+ * [i (start + S), (i + 1) (start + S)) and queries [i hd, (i + 1) hd) of the scratch. */
+static void attention_part(const void *args, int part, int parts, int thread) {
+    const struct attention_job *j = args;
+    int S = j->S, H = j->H, nh = j->nh, start = j->start, last_only = j->last_only;
+    int hd = H / nh;
+    long head_span = (long)j->T * hd;
+    long layer_span = 2L * nh * head_span;
+    float scale = 1.0f / __builtin_sqrtf((float)hd);
+    float *scores = j->scores + (long)thread * (start + S);
+    float *queries = j->scores + 4L * (start + S) + (long)thread * hd;
+    int units = j->B * nh, share = (units + parts - 1) / parts;
+    int ub = part * share, ue = ub + share < units ? ub + share : units;
+    for (int unit = ub; unit < ue; unit++) {
+        int b = unit / nh, h = unit % nh;
+        const float *layer_cache = j->cache + ((long)b * j->L + j->layer) * layer_span;
+        const float *q_base = j->qkv + (long)b * S * 3 * H;
+        float *o_base = j->out + (long)b * (last_only ? 1 : S) * H;
+        const float *keys = layer_cache + h * head_span;
+        const float *values = layer_cache + (nh + h) * head_span;
+        int s = last_only ? S - 1 : 0;
+        for (; s + 4 <= S; s += 4) {
+            for (int r = 0; r < 4; r++)
+                for (int d = 0; d < hd; d++)
+                    queries[r * hd + d] = q_base[(long)(s + r) * 3 * H + h * hd + d] * scale;
+            attend_four(queries, keys, values, o_base + (long)s * H + h * hd, H, scores,
+                        start + s, hd);
+        }
+        for (; s < S; s++) {
+            float *o = o_base + (last_only ? 0 : (long)s * H) + h * hd;
+            for (int d = 0; d < hd; d++)
+                queries[d] = q_base[(long)s * 3 * H + h * hd + d] * scale;
+            attend_one(queries, keys, values, o, scores, start + s + 1, hd, 1.0f);
+        }
+    }
+}
+
+/* Decode steps with fewer multiply-adds than this over all heads stay on one thread. */
+#define MIN_SPLIT_WORK (32 * 1024)
+
 EXPORT(attention)
 void attention(const float *qkv, float *cache, float *out, float *scores, int B, int S, int H,
                int nh, int T, int L, int layer, int start, int last_only) {
     int hd = H / nh;
     long head_span = (long)T * hd;
     long layer_span = 2L * nh * head_span;
-    float scale = 1.0f / __builtin_sqrtf((float)hd);
-    float *queries = scores + 4L * (start + S);
     for (int b = 0; b < B; b++) {
         float *layer_cache = cache + ((long)b * L + layer) * layer_span;
         for (int s = 0; s < S; s++) {
@@ -175,27 +222,14 @@ void attention(const float *qkv, float *cache, float *out, float *scores, int B,
                                          (long)(start + s) * hd,
                                      row + (1 + kv) * H + h * hd, hd * sizeof(float));
         }
-        const float *q_base = qkv + (long)b * S * 3 * H;
-        float *o_base = out + (long)b * (last_only ? 1 : S) * H;
-        for (int h = 0; h < nh; h++) {
-            const float *keys = layer_cache + h * head_span;
-            const float *values = layer_cache + (nh + h) * head_span;
-            int s = last_only ? S - 1 : 0;
-            for (; s + 4 <= S; s += 4) {
-                for (int r = 0; r < 4; r++)
-                    for (int d = 0; d < hd; d++)
-                        queries[r * hd + d] = q_base[(long)(s + r) * 3 * H + h * hd + d] * scale;
-                attend_four(queries, keys, values, o_base + (long)s * H + h * hd, H, scores,
-                            start + s, hd);
-            }
-            for (; s < S; s++) {
-                float *o = o_base + (last_only ? 0 : (long)s * H) + h * hd;
-                for (int d = 0; d < hd; d++)
-                    queries[d] = q_base[(long)s * 3 * H + h * hd + d] * scale;
-                attend_one(queries, keys, values, o, scores, start + s + 1, hd, 1.0f);
-            }
-        }
     }
+    struct attention_job j = {qkv, cache, out, scores, B, S, H, nh, T, L, layer, start,
+                              last_only};
+    int parts = 1;
+    if ((last_only || S < 4) && B * nh > 1 &&
+        2LL * B * nh * (last_only ? 1 : S) * (start + S) * hd >= MIN_SPLIT_WORK)
+        parts = pool_parts();
+    pool_run(attention_part, &j, parts);
 }
 
 EXPORT(reorder_cache)

@@ -15,6 +15,7 @@
  * are widened once into a float32 buffer first.
  */
 #include "common.h"
+#include "pool.h"
 
 #define F_BIAS 1
 #define F_GELU 2
@@ -38,7 +39,8 @@ INLINE v128_t gelu_f32x4(v128_t x) {
 }
 
 /* The products are stored with their bias; GELU and the residual follow in one vector pass
- * over the output (a scalar e^x per output cost a quarter of an MLP's first product). */
+ * over each thread's part of the output (a scalar e^x per output cost a quarter of an MLP's
+ * first product). */
 INLINE void store(float *out, const float *bias, int flags, long m, int n, int N, float s) {
     if (flags & F_BIAS) s += bias[n];
     out[m * N + n] = s;
@@ -118,13 +120,7 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
         }
 }
 
-#ifdef __wasm_atomics__
-/* The threaded build (kernels-threads.wasm, shared memory): up to MAX_THREADS threads split
- * the outputs of each product; see the pool below. */
-#define MAX_THREADS 4
-#else
-#define MAX_THREADS 1
-#endif
+#define MAX_THREADS POOL_MAX_THREADS
 
 /* Float16 weights of a row-tiled call are widened a block at a time into this buffer, so
  * that each weight is converted once per call rather than once per row tile; one buffer
@@ -200,14 +196,17 @@ struct product {
     const float *x;
     const void *w;
     const float *bias;
+    const float *residual;
     float *out;
-    int M, K, N, flags, parts;
+    int M, K, N, flags;
 };
 
-/* Part `part` of `parts`: a range of outputs, even so that the 2-wide tiles stay whole. */
-static void product_part(const struct product *p, int part, int thread) {
+/* Part `part` of `parts`: a range of outputs, even so that the 2-wide tiles stay whole, with
+ * its GELU and residual. */
+static void product_part(const void *args, int part, int parts, int thread) {
+    const struct product *p = args;
     int f16 = (p->flags & F_W16) != 0;
-    int share = ((p->N + p->parts - 1) / p->parts + 1) & ~1;
+    int share = ((p->N + parts - 1) / parts + 1) & ~1;
     int nb = part * share, ne = nb + share < p->N ? nb + share : p->N;
     if (nb >= ne) return;
     /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
@@ -217,78 +216,21 @@ static void product_part(const struct product *p, int part, int thread) {
     else
         rows_tiled(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne,
                    thread);
+    if (p->flags & (F_GELU | F_RESIDUAL))
+        for (long m = 0; m < p->M; m++)
+            epilogue(p->out + m * p->N + nb, p->residual + m * p->N + nb, p->flags, ne - nb);
 }
 
-#ifdef __wasm_atomics__
-/* The pool. Helper threads (web workers that instantiate this module on the same shared
- * memory, each with its own stack) call worker_loop(id) with id 1 .. MAX_THREADS - 1 and
- * stay in it, asleep in memory.atomic.wait32 between products. linear() on the host's
- * thread publishes a product, bumps `sequence` and wakes them; each ready helper computes
- * its part, counts itself in `finished`, and the host's thread, having done part 0, sleeps
- * until all parts are in. Only helpers 1 .. n whose `ready` bits are all set take part, so
- * a helper still starting (a worker boots asynchronously) is never waited for. */
-static struct product job;
-static volatile int sequence, finished;
-static volatile u32 ready;
-static int max_threads = MAX_THREADS;
-
-/* Products smaller than this many multiply-adds run on one thread: waking the others
- * costs more than they would save. */
+/* Products smaller than this many multiply-adds run on one thread: handing parts to the
+ * others costs more than they would save (threaded build; see pool.c). */
 #define MIN_SPLIT_WORK (64 * 1024)
-
-EXPORT(worker_loop)
-void worker_loop(int id) {
-    int seen = __atomic_load_n(&sequence, __ATOMIC_SEQ_CST);
-    /* After reading the sequence: a product published after this bit is seen is one this
-     * helper has not seen yet. */
-    __atomic_or_fetch(&ready, 1u << id, __ATOMIC_SEQ_CST);
-    for (;;) {
-        while (__atomic_load_n(&sequence, __ATOMIC_SEQ_CST) == seen)
-            __builtin_wasm_memory_atomic_wait32((int *)&sequence, seen, -1);
-        seen = __atomic_load_n(&sequence, __ATOMIC_SEQ_CST);
-        if (id < job.parts) {
-            product_part(&job, id, id);
-            __atomic_add_fetch(&finished, 1, __ATOMIC_SEQ_CST);
-            __builtin_wasm_memory_atomic_notify((int *)&finished, 1);
-        }
-    }
-}
-
-/* threads(n): use at most n threads (the host's included) from now on; returns how many
- * helpers are ready. */
-EXPORT(threads)
-int threads(int n) {
-    max_threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
-    return __builtin_popcount(__atomic_load_n(&ready, __ATOMIC_SEQ_CST));
-}
-
-static int ready_parts(void) {
-    u32 bits = __atomic_load_n(&ready, __ATOMIC_SEQ_CST);
-    int parts = 1;
-    while (parts < max_threads && (bits >> parts) & 1) parts++;
-    return parts;
-}
-#endif
 
 EXPORT(linear)
 void linear(const float *x, const void *w, const float *bias, const float *residual,
             float *out, int M, int K, int N, int flags) {
-    struct product p = {x, w, bias, out, M, K, N, flags, 1};
-#ifdef __wasm_atomics__
-    if ((long)M * K * N >= MIN_SPLIT_WORK && N >= 64) p.parts = ready_parts();
-    if (p.parts > 1) {
-        job = p;
-        __atomic_store_n(&finished, 0, __ATOMIC_SEQ_CST);
-        __atomic_add_fetch(&sequence, 1, __ATOMIC_SEQ_CST);
-        __builtin_wasm_memory_atomic_notify((int *)&sequence, MAX_THREADS);
-        product_part(&p, 0, 0);
-        int done;
-        while ((done = __atomic_load_n(&finished, __ATOMIC_SEQ_CST)) < p.parts - 1)
-            __builtin_wasm_memory_atomic_wait32((int *)&finished, done, -1);
-    } else
-#endif
-        product_part(&p, 0, 0);
-    epilogue(out, residual, flags, (long)M * N);
+    struct product p = {x, w, bias, residual, out, M, K, N, flags};
+    int parts = (long long)M * K * N >= MIN_SPLIT_WORK && N >= 64 ? pool_parts() : 1;
+    pool_run(product_part, &p, parts);
 }
 
 /* The streaming floor for benchmarks: reads n bytes at p (16 at a time) and returns a value

@@ -17,9 +17,10 @@ Threads: in a cross-origin isolated page (SharedArrayBuffer allowed; `webgpt2 se
 COOP/COEP) the driver instantiates `kernels-threads.wasm` (the same sources built with
 atomics) on a shared memory, and starts `threads - 1` helper workers (from a Blob URL, so the
 server needs nothing more), each instantiating the module on that memory with a stack of its
-own (reserved here, below what `heap_base` reports) and sleeping in the module's
-`worker_loop` until `linear` splits a product's outputs between the threads (matmul.c). The
-host's thread blocks in `memory.atomic.wait32` until the parts are in, which a worker may do.
+own (reserved here, below what `heap_base` reports) and waiting in the module's
+`worker_loop` until `linear` splits a product's outputs (or a decode step's `attention` its
+heads) between the threads (pool.c). The host's thread polls, then blocks in
+`memory.atomic.wait32` until the parts are in, which a worker may do.
 Helpers boot asynchronously; products run on the threads that are ready.
 
 Example (inside Pyodide):

@@ -53,6 +53,10 @@ class LinearMemory:
         self._queued: list[tuple[int, int]] = []
         self.bytes_in_use = 0
         self.bytes_free = 0
+        # The memory's size as last seen: it never shrinks, so only an end past it asks the
+        # driver again (in the page each ask crosses Pyodide's bridge, and the bump pointer
+        # moves up and down dozens of times per decode step).
+        self._size = 0
 
     @property
     def top(self) -> int:
@@ -115,7 +119,9 @@ class LinearMemory:
                     f"cannot allocate {size} bytes: {self.bytes_in_use} bytes are in use and "
                     f"{self.bytes_free} free in pieces, of the wasm memory's "
                     f"{self.limit}-byte limit (wasm32 addresses reach 4 GiB at most)")
-        current = self._driver.memory_size()
+        if end > self._size:
+            self._size = self._driver.memory_size()
+        current = self._size
         if end > current:
             wanted = max(end - current, MIN_GROWTH)
             pages = -(-min(wanted, self.limit - current) // PAGE_SIZE)
@@ -125,6 +131,7 @@ class LinearMemory:
                 raise WasmOutOfMemoryError(
                     f"cannot allocate {size} bytes: growing the wasm memory from {current} "
                     f"bytes by {pages * PAGE_SIZE} failed ({e})") from e
+            self._size = self._driver.memory_size()
         self._top = end
         return end - size
 
