@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_hub import clean_environment  # noqa: F401  (autouse: no hub settings, a fresh HOME)
 
 from webgpt2.io import CheckpointError, DownloadError, resolve_checkpoint
 
@@ -124,13 +125,6 @@ def server(tiny_checkpoint):
     yield s
     s.shutdown()
     s.server_close()
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch, tmp_path):
-    for name in ("WEBGPT2_HUB_ENDPOINT", "HF_ENDPOINT", "HF_TOKEN", "WEBGPT2_CACHE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 def cached_files(cache: Path) -> dict[str, bytes]:

@@ -71,11 +71,7 @@ def state_from_packed(model: Any, inputs: dict, max_new_tokens: int | None) -> G
                     or not 0 <= t < model.vocabulary_size:
                 raise ValueError(f"token_ids holds {t!r}; expected integer token ids in "
                                  f"[0, {model.vocabulary_size})")
-    for row in raw_mask:
-        for m in row:
-            if m not in (True, False):  # bools, or the integers 0 and 1
-                raise ValueError(f"padding_mask holds {m!r}; expected True or False")
-    mask = [[bool(m) for m in row] for row in raw_mask]
+    mask = check_padding_mask(raw_mask)
     lengths = {len(row) for row in token_ids} | {len(row) for row in mask}
     if not token_ids or len(lengths) != 1 or len(mask) != len(token_ids):
         raise ValueError("token_ids and padding_mask must be non-empty rows of one length")
@@ -135,3 +131,12 @@ def _host_memory_bytes() -> int | None:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (AttributeError, ValueError, OSError):
         return None
+
+
+def check_padding_mask(rows: Any) -> list[list[bool]]:
+    """A padding mask's rows as bools, each value checked to be a bool (or 0 or 1)."""
+    for row in rows:
+        for m in row:
+            if m not in (True, False):
+                raise ValueError(f"padding_mask holds {m!r}; expected True or False")
+    return [[bool(m) for m in row] for row in rows]

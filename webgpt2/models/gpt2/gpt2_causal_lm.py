@@ -10,6 +10,7 @@ from typing import Any
 
 from webgpt2.backends import Backend
 from webgpt2.generation.generative_task import GenerativeTask
+from webgpt2.generation.inputs import check_padding_mask
 from webgpt2.layers import ReverseEmbedding
 from webgpt2.models.gpt2.gpt2_backbone import GPT2Backbone
 
@@ -73,11 +74,10 @@ class GPT2CausalLM(GenerativeTask):
         instead, as the web page does). `dtype="float16"` stores weights in half
         precision where the backend supports it.
         """
-        from webgpt2.io.checkpoint import read_gpt2_config
+        from webgpt2.io.checkpoint import read_checkpoint_weights, read_gpt2_config
         from webgpt2.io.hub import resolve_checkpoint
         from webgpt2.io.progress import ProgressBar
         from webgpt2.models.gpt2.gpt2_causal_lm_preprocessor import GPT2CausalLMPreprocessor
-        from webgpt2.models.gpt2.gpt2_checkpoint import load_gpt2_weights
         from webgpt2.models.gpt2.gpt2_tokenizer import GPT2Tokenizer
 
         folder = Path(resolve_checkpoint(source, revision=revision, cache_dir=cache_dir,
@@ -91,8 +91,9 @@ class GPT2CausalLM(GenerativeTask):
                 f"the tokenizer's ids go up to {largest_id} but the model's vocabulary_size "
                 f"is {config['vocabulary_size']} (config.json's vocab_size)"
             )
-        weights = load_gpt2_weights(folder, config)
-        backbone = GPT2Backbone(**config, backend=backend)
+        backbone = GPT2Backbone(**config, backend=backend)  # its backend starts on first use
+        # Checked against the backbone's own schema before anything is uploaded.
+        weights = backbone.check_weights(read_checkpoint_weights(folder))
         total = sum(w.nbytes for w in weights.values())
         if callable(progress):
             done = 0
@@ -244,10 +245,8 @@ class GPT2CausalLM(GenerativeTask):
                 raise ValueError(f"{name} must have token_ids' shape [{batch}, {seq_len}]; "
                                  f"got {len(value)} rows of lengths "
                                  f"{sorted({len(row) for row in value})}")
-        for row in padding_mask or ():
-            for m in row:
-                if m not in (True, False):
-                    raise ValueError(f"padding_mask holds {m!r}; expected True or False")
+        if padding_mask is not None:
+            check_padding_mask(padding_mask)
         shifted = target_ids is None
         if shifted:
             target_ids = [list(r[1:]) + [0] for r in rows]
