@@ -82,14 +82,15 @@ class Backend:
         return self._zeros(tuple(checks.integer("a dimension", n, 0) for n in shape), dtype)
 
     def release(self, x: Any) -> None:
-        """Free a tensor's memory now; the caller must not use x (or views of it) afterwards.
+        """Free x's memory now (cpu keeps the array for reuse); x must not be used after."""
 
-        webgpu frees the GPU buffer; cpu keeps the array for reuse by a later operation of
-        the same shape (if nothing else refers to it); the default does nothing."""
+    def step_replayer(self) -> Any:
+        """For one greedy generation: an object whose `run(step, index, tokens)` may replay
+        a decode step without the model's Python (wasm/replay.py); None where there is none."""
+        return None
 
     def _int_values(self, x: Any) -> list[int]:
-        """The flat values of an int32 tensor, for checks. A backend that keeps a host copy
-        of the ids it was given returns that rather than reading the device."""
+        """The flat values of an int32 tensor, for checks (a host copy where one is kept)."""
         values = self.to_list(x)
         while values and isinstance(values[0], list):
             values = [v for row in values for v in row]
@@ -203,8 +204,7 @@ class Backend:
 
     # ---- sampling primitives (token ids out, not logits) --------------------------------
     def argmax(self, logits: Any) -> list[int]:
-        """Index of the largest logit of each row (the first on ties). logits [B, V] or
-        [B, 1, V]."""
+        """Index of the largest logit of each row (first on ties). logits [B, V] or [B, 1, V]."""
         checks.logit_rows("logits", self.shape(logits))
         return self._argmax(logits)
 

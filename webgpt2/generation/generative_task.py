@@ -37,7 +37,7 @@ from webgpt2.generation.decoding import (
 )
 from webgpt2.generation.inputs import check_work, state_from_packed, state_from_text
 from webgpt2.generation.logits_processors import build_logits_processors
-from webgpt2.generation.samplers import Sampler, SearchSampler
+from webgpt2.generation.samplers import GreedySampler, Sampler, SearchSampler
 from webgpt2.generation.stopping import GeneratedText, StopStringMatcher
 from webgpt2.generation.streamers import TextStreamer, token_bytes_of
 
@@ -303,22 +303,41 @@ class GenerativeTask:
             return
         logits, last, cache = start_decode(self, state)
         backend.release(last)
+        # Plain greedy steps are all alike (the forward pass and an argmax): a backend may
+        # replay them without this Python (Backend.step_replayer).
+        replayer, replayed = None, []
+        if type(sampler) is GreedySampler and not options.processors:
+            replayer = backend.step_replayer()
+
+        def greedy_step(tokens: list[int], index: int) -> list[int]:
+            step = backend.tensor([[t] for t in tokens], "int32")
+            logits, hidden, _ = self.call_with_cache(step, cache, index)
+            backend.release(step)
+            backend.release(hidden)
+            try:
+                return sampler.next_tokens(backend, logits, [None] * batch)
+            finally:
+                backend.release(logits)
+
         try:
             while True:
                 forced = [index < state.prompt_lengths[r] for r in range(batch)]
                 live = [not (forced[r] or done[r]) for r in range(batch)]
                 step_rngs = [rngs[r] if live[r] and rngs is not None else None
                              for r in range(batch)]
-                processed = logits
-                if options.processors:
-                    processed = process_logits(
-                        backend, options, logits,
-                        [state.sequence(r, index) if live[r] else [] for r in range(batch)],
-                        state.prompt_lengths)
-                sampled = sampler.next_tokens(backend, processed, step_rngs)
-                if processed is not logits:
-                    backend.release(processed)
-                backend.release(logits)
+                if logits is None:  # the replayer's step sampled already
+                    sampled = replayed
+                else:
+                    processed = logits
+                    if options.processors:
+                        processed = process_logits(
+                            backend, options, logits,
+                            [state.sequence(r, index) if live[r] else [] for r in range(batch)],
+                            state.prompt_lengths)
+                    sampled = sampler.next_tokens(backend, processed, step_rngs)
+                    if processed is not logits:
+                        backend.release(processed)
+                    backend.release(logits)
                 for r in range(batch):
                     if live[r] and accept_token(state, options, r, index, sampled[r]):
                         done[r] = True
@@ -328,6 +347,11 @@ class GenerativeTask:
                 index += 1
                 if all(done) or index >= max_length:
                     return
+                if replayer is not None:
+                    logits = None
+                    replayed = replayer.run(lambda: greedy_step(tokens, index - 1), index - 1,
+                                            tokens)
+                    continue
                 step = backend.tensor([[t] for t in tokens], "int32")
                 logits, hidden, cache = self.call_with_cache(step, cache, index - 1)
                 backend.release(step)

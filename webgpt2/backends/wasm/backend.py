@@ -28,6 +28,7 @@ from webgpt2.backends.host import ITEMSIZE, HostTensor, nest, packed
 from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
+from webgpt2.backends.wasm.replay import StepReplayer
 from webgpt2.backends.wasm.tensor import (  # noqa: F401 - MODULE_PATH, load_module re-exported
     MODULE_PATH,
     THREADS_MODULE_PATH,
@@ -104,6 +105,9 @@ class WasmBackend(Backend):
 
     def release(self, x: WasmTensor) -> None:
         x._free()
+
+    def step_replayer(self) -> StepReplayer:
+        return StepReplayer(self)
 
     def _temporary(self, nbytes: int) -> int:
         """Scratch memory for one operation; give it back with _done(offset, nbytes)."""
@@ -260,7 +264,9 @@ class WasmBackend(Backend):
         _, layers, _, max_length, _, _ = cache.shape
         out = self._new((batch, 1 if last_position_only else seq_len, hidden))
         head_dim = hidden // num_heads
-        scores_bytes = (4 * (cache_update_index + seq_len) + 4 * head_dim) * 4
+        # Sized for the whole cache, not this step's length: no allocation of a decode step
+        # depends on its position, which is what lets replay.py replay one.
+        scores_bytes = (4 * max_length + 4 * head_dim) * 4
         scores = self._temporary(scores_bytes)
         try:
             self._call("attention", qkv.offset, cache.offset, out.offset, scores, batch,

@@ -53,6 +53,7 @@ class LinearMemory:
         self._queued: list[tuple[int, int]] = []
         self.bytes_in_use = 0
         self.bytes_free = 0
+        self.allocations = 0  # blocks handed out so far (a replayed step checks it)
         # The memory's size as last seen: it never shrinks, so only an end past it asks the
         # driver again (in the page each ask crosses Pyodide's bridge, and the bump pointer
         # moves up and down dozens of times per decode step).
@@ -68,6 +69,7 @@ class LinearMemory:
         undefined). Raises WasmOutOfMemoryError naming the sizes when it cannot."""
         if self._queued:
             self._drain()
+        self.allocations += 1
         size = _round_up(max(nbytes, 1))
         offsets = self._free.get(size)
         if offsets:

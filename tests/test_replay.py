@@ -1,0 +1,135 @@
+"""The wasm backend's replayed greedy steps (webgpt2/backends/wasm/replay.py).
+
+The reference for every replayed generation is the cpu backend's generation of the same
+checkpoint (itself checked against transformers in test_gpt2_parity.py), so a replayed step
+that patched a word wrongly, or wrote where it must not, shows as a different token.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+
+pytest.importorskip("wasmtime")
+
+from webgpt2.backends.wasm.backend import WasmBackend  # noqa: E402
+from webgpt2.backends.wasm.replay import StepReplayer  # noqa: E402
+from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM  # noqa: E402
+
+PROMPTS = [[464, 2068, 7586, 21831, 18045, 625, 262], [15496, 11, 616, 1438, 318]]
+
+
+def _packed(prompts, new_tokens):
+    width = max(len(p) for p in prompts) + new_tokens
+    return {"token_ids": [p + [0] * (width - len(p)) for p in prompts],
+            "padding_mask": [[True] * len(p) + [False] * (width - len(p)) for p in prompts]}
+
+
+def _watched(backend):
+    """backend, with each StepReplayer it makes kept in a list."""
+    made = []
+
+    def step_replayer():
+        made.append(StepReplayer(backend))
+        return made[-1]
+
+    backend.step_replayer = step_replayer
+    return made
+
+
+@pytest.fixture(scope="module")
+def models(small_checkpoint):
+    cpu = GPT2CausalLM.from_pretrained(small_checkpoint, backend="cpu", progress=False)
+    wasm = GPT2CausalLM.from_pretrained(small_checkpoint, backend=WasmBackend(),
+                                        progress=False)
+    return cpu, wasm
+
+
+@pytest.mark.parametrize("prompts", [PROMPTS[:1], PROMPTS], ids=["one row", "two rows"])
+def test_replayed_greedy_tokens_equal_the_cpu_backends(models, prompts):
+    cpu, wasm = models
+    made = _watched(wasm.backend)
+    inputs = _packed(prompts, 40)
+    assert wasm.generate_step(inputs) == cpu.generate_step(inputs)
+    # A step runs from every position after the shortest prompt's to the row's end, less
+    # the last; all but the three the replayer learns from are replayed.
+    width = len(inputs["token_ids"][0])
+    assert made[-1].replayed == width - min(len(p) for p in prompts) - 1 - 3
+
+
+def test_float16_replay_equals_float16_without_it(small_checkpoint):
+    lm = GPT2CausalLM.from_pretrained(small_checkpoint, backend=WasmBackend(dtype="float16"),
+                                      dtype="float16", progress=False)
+    inputs = _packed(PROMPTS[:1], 30)
+    made = _watched(lm.backend)
+    replayed = lm.generate_step(inputs)
+    assert made[-1].replayed > 20
+    lm.backend.step_replayer = lambda: None
+    assert lm.generate_step(inputs) == replayed
+
+
+def test_allocating_between_steps_stops_the_replay_and_clobbers_nothing(models):
+    """A streamer that takes memory from the backend every step gets blocks the learned step
+    used as scratch; a replay would then overwrite them. It must relearn instead."""
+    cpu, wasm = models
+    backend = wasm.backend
+    made = _watched(backend)
+    kept = []
+
+    class Allocating:
+        def put(self, ids):
+            value = float(len(kept) + 1)
+            kept.append((value, backend.tensor([[value] * 700], "float32")))
+
+        def end(self):
+            pass
+
+    text = cpu.generate("The quick brown fox", max_new_tokens=24, sampler="greedy")
+    assert wasm.generate("The quick brown fox", max_new_tokens=24, sampler="greedy",
+                         streamer=Allocating()) == text
+    assert made[-1].replayed == 0
+    assert len(kept) >= 24
+    for value, tensor in kept:
+        assert backend.to_list(tensor) == [[value] * 700]
+
+
+def test_sampling_and_processors_are_not_replayed(models):
+    cpu, wasm = models
+    made = _watched(wasm.backend)
+    inputs = _packed(PROMPTS[:1], 12)
+    for options in ({"sampler": "top_k", "top_k": 5, "seed": 3},
+                    {"sampler": "greedy", "repetition_penalty": 1.3}):
+        assert wasm.generate_step(inputs, **options) == cpu.generate_step(inputs, **options)
+    assert made == []
+
+
+def _trace(ids, words, sampled):
+    return [("write", 64, array("i", ids).tobytes()),
+            ("write", 128, array("I", words).tobytes()), ("call", "run", (128, 3)),
+            ("read", 256, array("i", sampled).tobytes())]
+
+
+def test_learning_takes_words_that_move_alike_and_refuses_others():
+    traces = [_trace([5], [7, 100 + i, 9, (40 - 3 * i) & 0xFFFFFFFF], [1]) for i in range(3)]
+    program = StepReplayer._learn(traces)
+    assert program is not None
+    kind, offset, words, moving = program[1]
+    assert (kind, offset, list(words)) == ("write", 128, [7, 102, 9, 34])
+    assert moving == ((1, 1), (3, 0xFFFFFFFD))  # +1 and -3 per position, mod 2^32
+    # A word that moves by 1, then by 2, is not affine in the position.
+    uneven = [_trace([5], [7, w, 9, 40], [1]) for w in (100, 101, 103)]
+    assert StepReplayer._learn(uneven) is None
+    # A crossing at another offset, or another kernel run, is not the same step.
+    moved = traces[:2] + [[traces[2][0], ("write", 192, traces[2][1][2])] + traces[2][2:]]
+    assert StepReplayer._learn(moved) is None
+    other_run = traces[:2] + [traces[2][:2] + [("call", "run", (128, 4))] + traces[2][3:]]
+    assert StepReplayer._learn(other_run) is None
+
+
+def test_a_step_is_ids_written_first_and_the_sampled_ids_read_last():
+    trace = _trace([5, 6], [1, 2], [8, 9])
+    assert StepReplayer._is_step(trace, [5, 6], [8, 9])
+    assert not StepReplayer._is_step(trace, [5, 7], [8, 9])  # other ids written
+    assert not StepReplayer._is_step(trace, [5, 6], [8, 1])  # another read
+    assert not StepReplayer._is_step(trace[1:], [5, 6], [8, 9])
