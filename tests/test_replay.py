@@ -1,4 +1,4 @@
-"""The wasm backend's replayed greedy steps (webgpt2/backends/wasm/replay.py).
+"""Replayed greedy decode steps (webgpt2/backends/replay.py), on the wasm backend.
 
 The reference for every replayed generation is the cpu backend's generation of the same
 checkpoint (itself checked against transformers in test_gpt2_parity.py), so a replayed step
@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("wasmtime")
 
+from webgpt2.backends.replay import StepReplayer  # noqa: E402
 from webgpt2.backends.wasm.backend import WasmBackend  # noqa: E402
-from webgpt2.backends.wasm.replay import StepReplayer  # noqa: E402
 from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM  # noqa: E402
 
 PROMPTS = [[464, 2068, 7586, 21831, 18045, 625, 262], [15496, 11, 616, 1438, 318]]
@@ -30,8 +30,10 @@ def _watched(backend):
     """backend, with each StepReplayer it makes kept in a list."""
     made = []
 
+    make = backend.step_replayer
+
     def step_replayer():
-        made.append(StepReplayer(backend))
+        made.append(make())
         return made[-1]
 
     backend.step_replayer = step_replayer
@@ -105,25 +107,30 @@ def test_sampling_and_processors_are_not_replayed(models):
 
 
 def _trace(ids, words, sampled):
-    return [("write", 64, array("i", ids).tobytes()),
-            ("write", 128, array("I", words).tobytes()), ("call", "run", (128, 3)),
-            ("read", 256, array("i", sampled).tobytes())]
+    """A step's driver calls as the tracer records them: (name, arguments, result)."""
+    return [("write", (64, array("i", ids).tobytes()), None),
+            ("write", (128, array("I", words).tobytes()), None),
+            ("call", ("run", 128, 3), None),
+            ("read", (256, 4 * len(sampled)), array("i", sampled).tobytes())]
 
 
 def test_learning_takes_words_that_move_alike_and_refuses_others():
     traces = [_trace([5], [7, 100 + i, 9, (40 - 3 * i) & 0xFFFFFFFF], [1]) for i in range(3)]
     program = StepReplayer._learn(traces)
     assert program is not None
-    kind, offset, words, moving = program[1]
-    assert (kind, offset, list(words)) == ("write", 128, [7, 102, 9, 34])
-    assert moving == ((1, 1), (3, 0xFFFFFFFD))  # +1 and -3 per position, mod 2^32
+    name, (offset, words) = program[1]
+    assert (name, offset, list(words.words)) == ("write", 128, [7, 102, 9, 34])
+    assert words.moving == ((1, 1), (3, 0xFFFFFFFD))  # +1 and -3 per position, mod 2^32
+    assert list(words.value(2, [5])) == [7, 104, 9, 28]
     # A word that moves by 1, then by 2, is not affine in the position.
     uneven = [_trace([5], [7, w, 9, 40], [1]) for w in (100, 101, 103)]
     assert StepReplayer._learn(uneven) is None
     # A crossing at another offset, or another kernel run, is not the same step.
-    moved = traces[:2] + [[traces[2][0], ("write", 192, traces[2][1][2])] + traces[2][2:]]
+    moved = traces[:2] + [[traces[2][0], ("write", (192, traces[2][1][1][1]), None)]
+                          + traces[2][2:]]
     assert StepReplayer._learn(moved) is None
-    other_run = traces[:2] + [traces[2][:2] + [("call", "run", (128, 4))] + traces[2][3:]]
+    other_run = traces[:2] + [traces[2][:2] + [("call", ("run", 128, 4), None)]
+                              + traces[2][3:]]
     assert StepReplayer._learn(other_run) is None
 
 
@@ -133,3 +140,6 @@ def test_a_step_is_ids_written_first_and_the_sampled_ids_read_last():
     assert not StepReplayer._is_step(trace, [5, 7], [8, 9])  # other ids written
     assert not StepReplayer._is_step(trace, [5, 6], [8, 1])  # another read
     assert not StepReplayer._is_step(trace[1:], [5, 6], [8, 9])
+    # A call that returns something (it made an object, say) is never replayed.
+    made = trace[:2] + [("call", ("run", 128, 3), 0)] + trace[3:]
+    assert not StepReplayer._is_step(made, [5, 6], [8, 9])

@@ -86,7 +86,7 @@ class Backend:
 
     def step_replayer(self) -> Any:
         """For one greedy generation: an object whose `run(step, index, tokens)` may replay
-        a decode step without the model's Python (wasm/replay.py); None where there is none."""
+        a decode step without the model's Python (backends/replay.py); None where none."""
         return None
 
     def _int_values(self, x: Any) -> list[int]:

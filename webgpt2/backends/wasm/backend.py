@@ -25,10 +25,10 @@ from typing import Any
 
 from webgpt2.backends.base import Backend
 from webgpt2.backends.host import ITEMSIZE, HostTensor, nest, packed
+from webgpt2.backends.replay import StepReplayer
 from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
-from webgpt2.backends.wasm.replay import StepReplayer
 from webgpt2.backends.wasm.tensor import (  # noqa: F401 - MODULE_PATH, load_module re-exported
     MODULE_PATH,
     THREADS_MODULE_PATH,
@@ -107,7 +107,13 @@ class WasmBackend(Backend):
         x._free()
 
     def step_replayer(self) -> StepReplayer:
-        return StepReplayer(self)
+        def install(driver: Any) -> Any:
+            replaced, self.driver = self.driver, driver
+            self.commands.driver = driver
+            return replaced
+
+        return StepReplayer(install, lambda: self.memory.allocations,
+                            lambda: not len(self.commands))
 
     def _temporary(self, nbytes: int) -> int:
         """Scratch memory for one operation; give it back with _done(offset, nbytes)."""
