@@ -143,3 +143,25 @@ def test_a_step_is_ids_written_first_and_the_sampled_ids_read_last():
     # A call that returns something (it made an object, say) is never replayed.
     made = trace[:2] + [("call", ("run", 128, 3), 0)] + trace[3:]
     assert not StepReplayer._is_step(made, [5, 6], [8, 9])
+
+
+def test_pooled_objects_may_take_turns_but_not_change_places():
+    """webgpu's buffer pool hands a step's scratch buffers out in turns (A, B, A): the
+    steps are alike up to that renaming, and replaying with the last step's buffers is
+    right since a step writes its scratch before it reads it. Objects that change places
+    (what was read is now written) are not the same step."""
+    a, b, cache, pipeline = object(), object(), object(), object()
+
+    def trace(ids_buffer, scratch, position):
+        return [("write_buffer", (ids_buffer, 0, array("i", [5]).tobytes()), None),
+                ("write_buffer", (cache, 0, array("I", [position]).tobytes()), None),
+                ("submit", ([(pipeline, ids_buffer, scratch), (pipeline, scratch, cache)],),
+                 None),
+                ("read_buffer", (scratch, 0, 4), array("i", [1]).tobytes())]
+
+    program = StepReplayer._learn([trace(a, b, 7), trace(b, a, 8), trace(a, b, 9)])
+    assert program is not None
+    assert program[2] == ("submit", ([(pipeline, a, b), (pipeline, b, cache)],))
+    swapped = trace(a, b, 9)
+    swapped[2] = ("submit", ([(pipeline, a, b), (pipeline, cache, b)],), None)
+    assert StepReplayer._learn([trace(a, b, 7), trace(b, a, 8), swapped]) is None

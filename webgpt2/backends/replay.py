@@ -10,8 +10,9 @@ token ids and the position, and the position enters the written words as an affi
 of it (attention's cache index, the embedding's first position, offsets into the cache).
 
 `StepReplayer` watches the driver while the generation loop runs a step as usual. Once three
-consecutive steps have made the same calls with the same arguments (every written buffer the
-same size, each of its 32-bit words constant or moving by the same amount per position), it
+consecutive steps have made the same calls with the same arguments (the same objects, up to
+pooled buffers that take turns; every written buffer the same size, each of its 32-bit words
+constant or moving by the same amount per position), it
 replays later steps from the last one: the new ids, the words with their moving parts
 advanced, the same runs, the read. It learns again whenever the backend's allocator was used
 in between (the learned step's scratch memory could belong to someone else now) or a step
@@ -24,6 +25,7 @@ position (the wasm attention's scratch is sized for the cache's whole length for
 
 from __future__ import annotations
 
+import dataclasses
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -149,6 +151,7 @@ class StepReplayer:
         if any(len(t) != len(last) for t in traces):
             return None
         program: list[tuple] = []
+        objects: list[dict[int, int]] = [{} for _ in traces]  # per trace: id -> first use
         for n, calls in enumerate(zip(*traces)):
             name, args = last[n][0], last[n][1]
             if any(c[0] != name or len(c[1]) != len(args) for c in calls):
@@ -157,7 +160,8 @@ class StepReplayer:
             for position, arg in enumerate(args):
                 values = [c[1][position] for c in calls]
                 if not isinstance(arg, bytes):
-                    if any(v != arg for v in values):
+                    forms = [_form(v, names) for v, names in zip(values, objects)]
+                    if any(f != forms[-1] for f in forms):
                         return None
                     template.append(arg)
                 elif n == 0 and all(len(v) == len(arg) for v in values) and not any(
@@ -186,6 +190,21 @@ class StepReplayer:
                     for a in template]
             result = getattr(self._driver, name)(*args)
         return array("i", result[:4 * len(tokens)]).tolist()
+
+
+def _form(value: Any, names: dict[int, int]) -> Any:
+    """value with each object (a buffer, a pipeline) replaced by the order of its first use
+    in the trace: a pooled buffer may alternate between steps, and whichever the learned
+    step used serves every replay, since the step writes it before it reads it. Containers
+    and dataclasses (webgpu's Dispatch, Binding, Copy) are compared field by field."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_form(v, names) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,) + tuple(
+            _form(getattr(value, f.name), names) for f in dataclasses.fields(value))
+    return ("object", names.setdefault(id(value), len(names)))
 
 
 class _Ids:
