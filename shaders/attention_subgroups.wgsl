@@ -122,3 +122,115 @@ fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,
         out[o + 3u] = result.w;
     }
 }
+
+// attend_prompt: attention for a prompt (S > 1) on CPU adapters whose subgroups are aligned
+// groups of exactly 8 invocations (the backend's broadcast probe), the same results as
+// attention.wgsl's attend. There a storage load is a loop over the SIMD lanes, so this reads
+// each key and value row once per block of PROMPT_QUERIES queries and moves values between
+// lanes with subgroupShuffle (a register permute) instead:
+//   a workgroup is one subgroup of 8 lanes for PROMPT_QUERIES consecutive queries of one
+//   (head, batch row); lane i holds words i and i + 8 of every query (head size <= 64);
+//   per block of 8 keys, lane i scores key i against all the queries (the query words shuffled
+//   to it), the block updates each query's running max and sum (online softmax, as attend),
+//   and lane i accumulates output words i and i + 8 from the 8 value rows, each weight
+//   shuffled from the lane that scored its key.
+const PROMPT_QUERIES: u32 = 8u;
+
+@compute @workgroup_size(8)
+fn attend_prompt(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lane: u32) {
+    let flat = wid.y * nwg.x + wid.x;
+    let blocks = (p.seq_len + PROMPT_QUERIES - 1u) / PROMPT_QUERIES;
+    let s0 = (flat % blocks) * PROMPT_QUERIES;
+    let h = (flat / blocks) % p.heads;
+    let b = flat / (blocks * p.heads);
+    if (b >= p.batch) {
+        return;
+    }
+    let words = p.head_dim >> 2u;
+    let low_words = min(words, 8u);
+    let row_words = p.position_stride >> 2u;
+    let keys = (p.cache_offset + b * p.batch_stride + h * p.head_stride) >> 2u;
+    let values = keys + (p.kv_stride >> 2u);
+    let word0 = min(lane, words - 1u);
+    let word1 = min(lane + 8u, words - 1u);
+    var q0: array<vec4<f32>, PROMPT_QUERIES>;
+    var q1: array<vec4<f32>, PROMPT_QUERIES>;
+    for (var r = 0u; r < PROMPT_QUERIES; r++) {
+        let row = b * p.seq_len + min(s0 + r, p.seq_len - 1u);
+        let base = (p.qkv_offset + row * 3u * p.hidden + h * p.head_dim) >> 2u;
+        q0[r] = select(vec4<f32>(0.0), qkv[base + word0] * p.scale, lane < words);
+        q1[r] = select(vec4<f32>(0.0), qkv[base + word1] * p.scale, lane + 8u < words);
+    }
+    let last = p.start + min(s0 + PROMPT_QUERIES - 1u, p.seq_len - 1u);
+    var running_max: array<f32, PROMPT_QUERIES>;
+    var running_sum: array<f32, PROMPT_QUERIES>;
+    var o0: array<vec4<f32>, PROMPT_QUERIES>;
+    var o1: array<vec4<f32>, PROMPT_QUERIES>;
+    for (var r = 0u; r < PROMPT_QUERIES; r++) {
+        running_max[r] = LOWEST;
+    }
+    for (var j0 = 0u; j0 <= last; j0 += 8u) {
+        // Scores of key j0 + lane (a clamped row past the last key, masked below).
+        let key = keys + min(j0 + lane, last) * row_words;
+        var s: array<f32, PROMPT_QUERIES>;
+        for (var r = 0u; r < PROMPT_QUERIES; r++) {
+            s[r] = 0.0;  // explicitly: a var in a loop is not re-zeroed by every compiler
+        }
+        for (var w = 0u; w < low_words; w++) {
+            let k = cache_load4(key + w);
+            for (var r = 0u; r < PROMPT_QUERIES; r++) {
+                s[r] += dot(subgroupShuffle(q0[r], w), k);
+            }
+        }
+        for (var w = 8u; w < words; w++) {
+            let k = cache_load4(key + w);
+            for (var r = 0u; r < PROMPT_QUERIES; r++) {
+                s[r] += dot(subgroupShuffle(q1[r], w - 8u), k);
+            }
+        }
+        // Online softmax: query r sees the keys up to position start + s0 + r.
+        for (var r = 0u; r < PROMPT_QUERIES; r++) {
+            let live = j0 + lane <= p.start + s0 + r && s0 + r < p.seq_len;
+            let score = select(LOWEST, s[r], live);
+            let new_max = max(running_max[r], subgroupMax(score));
+            let rescale = exp(running_max[r] - new_max);
+            s[r] = select(0.0, exp(score - new_max), live);
+            running_sum[r] = running_sum[r] * rescale + subgroupAdd(s[r]);
+            running_max[r] = new_max;
+            o0[r] *= rescale;
+            o1[r] *= rescale;
+        }
+        // The block's weighted value rows.
+        for (var t = 0u; t < 8u; t++) {
+            let value = values + min(j0 + t, last) * row_words;
+            let v0 = cache_load4(value + word0);
+            let v1 = cache_load4(value + word1);
+            for (var r = 0u; r < PROMPT_QUERIES; r++) {
+                let weight = subgroupShuffle(s[r], t);
+                o0[r] += weight * v0;
+                o1[r] += weight * v1;
+            }
+        }
+    }
+    for (var r = 0u; r < PROMPT_QUERIES; r++) {
+        if (s0 + r < p.seq_len) {
+            let o = p.out_offset + (b * p.seq_len + s0 + r) * p.hidden + h * p.head_dim;
+            if (lane < words) {
+                let result = o0[r] / running_sum[r];
+                out[o + 4u * lane] = result.x;
+                out[o + 4u * lane + 1u] = result.y;
+                out[o + 4u * lane + 2u] = result.z;
+                out[o + 4u * lane + 3u] = result.w;
+            }
+            if (lane + 8u < words) {
+                let result = o1[r] / running_sum[r];
+                out[o + 4u * lane + 32u] = result.x;
+                out[o + 4u * lane + 33u] = result.y;
+                out[o + 4u * lane + 34u] = result.z;
+                out[o + 4u * lane + 35u] = result.w;
+            }
+        }
+    }
+}

@@ -88,7 +88,12 @@ class WebGPUBackend(Backend):
         self.device_profile = choose_profile(driver.info, device_profile)
         self.recorder = Recorder(driver)
         self.buffers = Buffers(self.recorder, binding_limit)
-        self.subgroup_matvec = self._lane_groups_work()
+        # Subgroup kernels, each after a probe that its reduction or broadcast gives the
+        # right values here (adapters report subgroup sizes unreliably).
+        self.subgroup_matvec = self._probe("linear_subgroups.wgsl", "probe_lane_groups",
+                                           lambda i: 8 * (i & ~7) + 28)
+        self.lane_broadcast = self._probe("linear_broadcast.wgsl", "probe_broadcast",
+                                          lambda i: (i & ~7) + 3)
         self.reset_counters()  # the probe above is not the caller's work
 
     @property
@@ -116,25 +121,25 @@ class WebGPUBackend(Backend):
         """Submit every pending dispatch now, in one command buffer."""
         self.recorder.flush()
 
-    def _lane_groups_work(self) -> bool:
-        """Whether linear_subgroups.wgsl's lane-group reduction gives the right sums here.
+    def _probe(self, file_name: str, entry: str, expected: Any) -> bool:
+        """Whether a subgroup probe kernel writes expected(i) at every index i.
 
-        It needs the "subgroups" feature and subgroups of 8 or more consecutive invocations;
-        adapters report subgroup sizes unreliably, so the reduction is run once and checked.
-        """
+        linear_subgroups.wgsl's lane-group sums need subgroups of 8 or more consecutive
+        invocations, linear_broadcast.wgsl's broadcasts subgroups of exactly 8."""
         if "subgroups" not in self.driver.info.features:
             return False
         try:
-            probe = self.recorder.kernel("linear_subgroups.wgsl", "probe_lane_groups")
+            probe = self.recorder.kernel(file_name, entry)
             out = self.buffers.new((probe.workgroup_size,))
-            # The probe reads only p.m, so that its layout keeps the Params binding.
+            # A probe reads only p.m, so that its layout keeps the Params binding.
             self.recorder.dispatch(probe, [Binding(5, out.buffer, 0, out.buffer_size)], 1,
                                     **dict.fromkeys(probe.fields, 0))
-            sums = array("f", self._read(out, probe.workgroup_size)).tolist()
+            values = array("f", self._read(out, probe.workgroup_size)).tolist()
+            self.release(out)
         except DriverError:
             self.recorder.discard()
             return False
-        return all(sums[i] == 8 * (i & ~7) + 28 for i in range(len(sums)))
+        return all(v == expected(i) for i, v in enumerate(values))
 
     def _read(self, x: WebGPUTensor, count: int) -> bytes:
         """The first `count` 4-byte values of x's buffer, once pending work has run."""
@@ -321,13 +326,18 @@ class WebGPUBackend(Backend):
                 **params)
             vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
                 and c_shift % 4 == 0 and o_shift % 4 == 0
+            lanes = "attention_subgroups_f16.wgsl" if f16 else "attention_subgroups.wgsl"
             if seq_len == 1 and self.subgroup_matvec and vector_rows:
                 scratch = self.buffers.new(((b1 - b0) * num_heads, max_length))
                 self.recorder.dispatch(
-                    self.recorder.kernel("attention_subgroups_f16.wgsl" if f16
-                                         else "attention_subgroups.wgsl", "attend_decode"),
+                    self.recorder.kernel(lanes, "attend_decode"),
                     [q_binding, c_binding, o_binding, bind(4, scratch)[0]],
                     (b1 - b0) * num_heads, **params)  # a workgroup per (head, batch row)
+            elif self.lane_broadcast and vector_rows and head_dim <= 64:
+                prompt = self.recorder.kernel(lanes, "attend_prompt")
+                blocks = ceil_div(seq_len, prompt.constants["PROMPT_QUERIES"])
+                self.recorder.dispatch(prompt, [q_binding, c_binding, o_binding],
+                                        (b1 - b0) * blocks * num_heads, **params)
             else:
                 blocks = ceil_div(seq_len, attend.constants["QUERIES"])
                 self.recorder.dispatch(attend, [q_binding, c_binding, o_binding],
@@ -456,5 +466,6 @@ class WebGPUBackend(Backend):
             "max_binding_size": self.max_binding_size,
             "features": sorted(info.features),
             "subgroup_kernels": self.subgroup_matvec,
+            "broadcast_kernels": self.lane_broadcast,
             "device_profile": self.device_profile.name,
         }

@@ -10,11 +10,14 @@ Two configurations, because they pull in opposite directions:
   applies the epilogue) starts about `target_workgroups` of them so that every unit streams
   weights.
 Neither needs a measurement at load: the split is sized from the workgroup counts alone.
-`WebGPUBackend(device_profile="small" | "large")` forces one (tests run both here).
+`WebGPUBackend(device_profile="small" | "large")` forces one (tests run both here), and so
+does the environment variable WEBGPT2_WEBGPU_PROFILE for backends made without one (the
+registry's), so that a whole test suite can run with either configuration pinned.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from webgpt2.backends.webgpu.driver import AdapterInfo
@@ -58,7 +61,9 @@ def is_cpu_adapter(info: AdapterInfo) -> bool:
 
 
 def choose_profile(info: AdapterInfo, forced: str | None = None) -> DeviceProfile:
-    """The profile for this adapter, or the one named by `forced`."""
+    """The profile for this adapter, or the one named by `forced` (or by the environment)."""
+    if forced is None:
+        forced = os.environ.get("WEBGPT2_WEBGPU_PROFILE") or None
     if forced is not None:
         if forced not in PROFILES:
             raise ValueError(f"device_profile {forced!r}; expected one of {sorted(PROFILES)}")

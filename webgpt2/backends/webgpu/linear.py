@@ -1,6 +1,7 @@
-"""Recording the linear layers' matrix products for the webgpu backend (linear.wgsl and
-linear_subgroups.wgsl): which kernel an m x k by k x n product gets, its workgroup grid, and
-split K where the device profile asks for more workgroups than the columns give.
+"""Recording the linear layers' matrix products for the webgpu backend (linear.wgsl,
+linear_subgroups.wgsl, linear_rows.wgsl, linear_broadcast.wgsl): which kernel an m x k by
+k x n product gets, its workgroup grid, and split K where the device profile asks for more
+workgroups than the columns give.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ def _matmul_kernel(b: WebGPUBackend, m: int, n: int, k: int, x_shift: int,
         n_blocks = ceil_div(n, columns)
         splits = b.device_profile.matvec_splits(n_blocks, k // (8 if w_f16 else 4))
         return chosen, n_blocks * splits, n_blocks, splits
+    if aligned and b.device_profile.name == "small" and b.lane_broadcast and k % 32 == 0:
+        # CPU adapters with subgroups of 8: x words broadcast across lanes, so each load
+        # feeds 8 outputs or more (linear_broadcast.wgsl).
+        chosen = kernel("linear_broadcast.wgsl",
+                        "matmul_broadcast_f16" if w_f16 else "matmul_broadcast_f32")
+        n_blocks = ceil_div(n, chosen.constants["BROADCAST_COLUMNS"])
+        return chosen, ceil_div(m, chosen.constants["BROADCAST_ROWS"]) * n_blocks, n_blocks, 1
     if aligned and b.device_profile.name == "small":
         # CPU adapters: register blocks straight from storage, no barriers (linear_rows.wgsl).
         chosen = kernel("linear_rows.wgsl", "matmul_rows_f16" if w_f16 else "matmul_rows_f32")
