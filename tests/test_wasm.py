@@ -225,20 +225,91 @@ def test_four_gib_is_the_default_limit(fresh):
 
 
 # ---- float16 storage ----------------------------------------------------------------------
+def _kernel_on(backend, name, data: bytes, out_bytes: int, *args) -> bytes:
+    """Run a conversion kernel (src, dst, *args) over `data`; the dst bytes."""
+    src, dst = backend._temporary(len(data)), backend._temporary(out_bytes)
+    try:
+        backend._write(src, data)
+        backend._call(name, src, dst, *args)
+        return backend._read(dst, out_bytes)
+    finally:
+        backend._done(src, len(data))
+        backend._done(dst, out_bytes)
+
+
 def test_float16_narrowing_rounds_like_numpy(fresh):
     special = np.array([0.0, -0.0, 1.0, 65504.0, 65519.0, -65519.0, 6e-8, 2.9e-8, 3e-8,
                         5.96e-8, 1e-7, 6.1e-5, 6.09e-5, 1.0009765625, 1.00048828125,
-                        1.00146484375, 2049.0, 2051.0], np.float32)
+                        1.00146484375, 2049.0, 2051.0, np.inf, -np.inf], np.float32)
     r = np.random.default_rng(0)
     scaled = r.standard_normal(5000).astype(np.float32) * np.float32(10.0) ** r.integers(
-        -9, 4, 5000).astype(np.float32)
+        -9, 6, 5000).astype(np.float32)
     values = np.concatenate([special, scaled])
-    t = fresh.upload(host(values[None, :]), "embedding", "float16")
-    assert t.dtype == "float16"
-    got = np.asarray(fresh.to_list(t), np.float32)[0]
-    np.testing.assert_array_equal(got, values.astype(np.float16).astype(np.float32))
-    nan = fresh.upload(host(np.array([[np.nan, 1.0]], np.float32)), "embedding", "float16")
-    assert np.isnan(fresh.to_list(nan)[0][0])
+    got = _kernel_on(fresh, "narrow_f16", values.tobytes(), values.size * 2, values.size)
+    with np.errstate(over="ignore"):  # numpy warns as it rounds past 65504 to inf
+        expected = values.astype(np.float16)
+    np.testing.assert_array_equal(np.frombuffer(got, "<u2"), expected.view("<u2"))
+    nan = _kernel_on(fresh, "narrow_f16", np.float32([np.nan]).tobytes(), 2, 1)
+    assert np.isnan(np.frombuffer(nan, "<f2")[0])
+    halves = np.concatenate([expected, np.float16([np.nan])])
+    widened = _kernel_on(fresh, "widen_binary16", halves.tobytes(), halves.size * 4, halves.size)
+    np.testing.assert_array_equal(np.frombuffer(widened, "<f4"), halves.astype(np.float32))
+
+
+def _packable_values(r, n):
+    """Halves that a packed float16 weight holds: zeros of both signs, subnormals, the largest
+    magnitude below 64, and random ones over the whole exponent range."""
+    tiny = np.float32([0.0, -0.0, 6e-8, -2.9e-8, 5.96e-8, 1e-7, -6.1e-5, 6.09e-5, 63.96875,
+                       -63.96875, 1.0009765625])
+    scaled = r.standard_normal(n).astype(np.float32) * np.float32(2.0) ** r.integers(
+        -26, 5, n).astype(np.float32)
+    values = np.concatenate([tiny, scaled])[:n]
+    return np.clip(values, -63.96875, 63.96875).astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", [(1, 5013), (3, 77), (16, 24), (2, 5)])
+def test_packed_float16_weights_read_back_exactly(fresh, shape):
+    """Float16 weights are stored scaled and in permuted groups of 8 (wasm/common.h): every
+    reader gets the exact halves back, rows that do not start a group and signed zeros too."""
+    r = np.random.default_rng(shape[1])
+    a = _packable_values(r, shape[0] * shape[1]).reshape(shape)
+    for layout in ("embedding", "linear"):
+        t = fresh.upload(host(a), layout, "float16")
+        assert t.dtype == "float16"
+        got = np.asarray(fresh.to_list(t), np.float32)
+        np.testing.assert_array_equal(got, a)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(a))
+    table = fresh.upload(host(a), "embedding", "float16")
+    positions = fresh.upload(host(np.zeros((1, shape[1]), np.float32)))
+    ids = [[i] for i in range(shape[0])]
+    rows = fresh.to_list(fresh.embedding(fresh.tensor(ids, "int32"), table, positions, 0))
+    np.testing.assert_array_equal(np.asarray(rows, np.float32)[:, 0], a + np.float32(0.0))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("k", [8, 24, 64, 77, 3072])
+def test_float16_products_equal_float32_on_the_widened_weights(fresh, rows, k):
+    """The float16 kernels multiply x 2^102 by the weights' raw widening (matmul.c): bit for
+    bit the float32 product over the widened weights, also for x too large to scale (the
+    widening path) and for tiny x."""
+    r = np.random.default_rng(rows * k)
+    n = 37
+    w = (_packable_values(r, n * k) / 8).astype(np.float16).astype(np.float32).reshape(k, n)
+    w16, w32 = fresh.upload(host(w), "linear", "float16"), fresh.upload(host(w), "linear")
+    table16, table32 = (fresh.upload(host(w.T.copy()), "embedding", d)
+                        for d in ("float16", "float32"))
+    x = r.standard_normal((rows, k)).astype(np.float32)
+    x[0, :3] = [1e-30, -3e-42, 0.0]  # products below the normal range, and a subnormal x
+    for case in ("plain", "large"):
+        if case == "large":
+            x[-1, k // 2] = 2.0 ** 27  # x 2^102 would overflow: that row widens the weights
+        xt = fresh.upload(host(x))
+        np.testing.assert_array_equal(np.asarray(fresh.to_list(fresh.linear(xt, w16))),
+                                      np.asarray(fresh.to_list(fresh.linear(xt, w32))))
+        x3 = fresh.upload(host(x[None]))
+        np.testing.assert_array_equal(
+            np.asarray(fresh.to_list(fresh.reverse_embedding(x3, table16))),
+            np.asarray(fresh.to_list(fresh.reverse_embedding(x3, table32))))
 
 
 @pytest.mark.parametrize("rows", [1, 3, 6])
@@ -389,12 +460,16 @@ def test_float16_model_within_stated_tolerance(tiny_checkpoint):
     assert np.abs(got - expected).max() <= F16_LOGITS_TOLERANCE * np.abs(expected).max()
 
 
-def test_a_weight_with_infinities_stays_float32(fresh):
+def test_a_weight_with_infinities_or_large_values_stays_float32(fresh):
     a = np.array([[1.0, np.inf], [-np.inf, 2.0], [1e6, 3.0]], np.float32)  # 1e6: inf in f16
     t = fresh.upload(host(a), "linear", "float16")
     assert t.dtype == "float32"
     np.testing.assert_array_equal(fresh.to_list(t), a)
     assert fresh.upload(host(a[:1, :1]), "linear", "float16").dtype == "float16"
+    # Packed halves are scaled by 2^10: |w| >= 64 would overflow, so that weight stays float32.
+    big = np.array([[1.0, -64.0]], np.float32)
+    assert fresh.upload(host(big), "embedding", "float16").dtype == "float32"
+    assert fresh.upload(host(big / 2), "embedding", "float16").dtype == "float16"
 
 
 def test_beam_and_contrastive_search_with_processors_equal_cpu(backend, tiny_checkpoint):

@@ -3,8 +3,8 @@
  *
  * Calling convention of every exported kernel: pointers are byte offsets into the module's
  * linear memory (i32), counts are i32, scalars are f32; kernels return nothing unless noted.
- * Matrices are row-major. A weight "stored f16" holds IEEE binary16 bit patterns, widened to
- * f32 as they are loaded; all arithmetic is f32 unless noted.
+ * Matrices are row-major. A weight "stored f16" is packed binary16 (see "Float16 weights"
+ * below), widened to f32 as it is loaded; all arithmetic is f32 unless noted.
  */
 #ifndef WEBGPT2_COMMON_H
 #define WEBGPT2_COMMON_H
@@ -41,37 +41,71 @@ INLINE u32 f32_to_bits(float f) {
     return v.u;
 }
 
-/* binary16 -> binary32 for finite halves (weights: uploads keep any weight with an infinity
- * or NaN in float32, see layout.c's count_nonfinite_f16). A half's exponent and mantissa go
- * 13 bits up into an f32's; multiplying by 2^112 rebiases the exponent, exactly, subnormals
- * included, and the product keeps the sign. */
-INLINE v128_t f16_high_to_f32x4(v128_t halves_in_high_bits) {
-    v128_t bits = wasm_v128_and(wasm_i32x4_shr(halves_in_high_bits, 3),
-                                wasm_i32x4_splat((int)0x8fffffff));
-    return wasm_f32x4_mul(bits, wasm_i32x4_splat(0x77800000)); /* 2^112 */
-}
-
-/* 8 halves at p -> two f32x4 (the low four, the high four). The shifting is done on the
- * 16-bit lanes, 8 at a time: each f32's top half is the half shifted right by 3 (its sign's
- * copies cleared), its bottom half the 3 bits shifted out. */
-INLINE void load_f16x8(const u16 *p, v128_t *lo, v128_t *hi) {
-    v128_t h = wasm_v128_load(p);
-    v128_t top = wasm_v128_and(wasm_i16x8_shr(h, 3), wasm_i16x8_splat((short)0x8fff));
-    v128_t bottom = wasm_i16x8_shl(h, 13);
-    v128_t scale = wasm_i32x4_splat(0x77800000); /* 2^112 */
-    *lo = wasm_f32x4_mul(wasm_i16x8_shuffle(bottom, top, 0, 8, 1, 9, 2, 10, 3, 11), scale);
-    *hi = wasm_f32x4_mul(wasm_i16x8_shuffle(bottom, top, 4, 12, 5, 13, 6, 14, 7, 15), scale);
-}
-
-INLINE float f16_to_f32(u16 h) {
-    return wasm_f32x4_extract_lane(f16_high_to_f32x4(wasm_i32x4_splat((int)((u32)h << 16))), 0);
-}
-
-/* binary16 -> binary32 for any half, infinities and NaNs included (reading weights back). */
+/* binary16 -> binary32 for any half, exactly (plain IEEE halves: host data converted at
+ * upload). A half's exponent and mantissa go 13 bits up into an f32's; multiplying by 2^112
+ * rebiases the exponent, exactly, subnormals included, and keeps the sign. */
 INLINE float f16_to_f32_exact(u16 h) {
     if ((h & 0x7c00) == 0x7c00)
         return bits_to_f32(((u32)(h & 0x8000) << 16) | 0x7f800000u | ((u32)(h & 0x3ff) << 13));
-    return f16_to_f32(h);
+    return bits_to_f32(((u32)(h & 0x8000) << 16) | ((u32)(h & 0x7fff) << 13)) *
+           bits_to_f32(0x77800000); /* 2^112 */
+}
+
+/* Float16 weights as the kernels store them ("packed", layout.c's pack_f16): a weight w is
+ * the binary16 of w 2^10, and each group of 8 consecutive elements (counted from the start
+ * of the tensor, which is padded to whole groups) is stored as [k0,k4,k1,k5,k2,k6,k3,k7].
+ * Why: a 128-bit load of a group, seen as four 32-bit lanes, then holds k0..k3 in the low
+ * halves and k4..k7 in the high halves, so each widens with shifts and one mask, in place,
+ * with no shuffle; and scaled by 2^10, no stored half is subnormal (weights with |w| >= 64
+ * or a non-finite element stay float32, layout.c's count_unpackable_f16), so neither is any
+ * widened float: an f32 multiply with a subnormal operand can take a slow microcoded path.
+ *
+ * Widening: a half's sign, exponent and mantissa, moved so that the exponent lands 13 bits
+ * up in an f32's, give that f32 the value of the half times 2^-112 ("raw"), exactly, as
+ * long as the half is normal or zero; a stored half is w 2^10, so raw = w 2^-102, and
+ * w = raw 2^102 (a power of two: exact). */
+#define PACKED_UNSCALE 0x72800000 /* 2^102, the f32 bits */
+#define PACKED_MASK ((int)0x8fffe000)
+
+/* Where element i of a packed tensor is stored (in halves from its start). */
+INLINE long packed_index(long i) {
+    return (i & ~7L) | ((i & 3) << 1) | ((i >> 2) & 1);
+}
+
+/* One group of 8 (p at a multiple of 8 halves from the tensor's start) -> raw values of
+ * k0..k3 (lo) and k4..k7 (hi). The high halves: an arithmetic shift by 3 puts the exponent
+ * and mantissa in place and keeps the sign in bit 31; the mask clears its copies (bits
+ * 28-30) and the low half's bits shifted in under the mantissa. */
+INLINE void load_packed_raw(const u16 *p, v128_t *lo, v128_t *hi) {
+    v128_t v = wasm_v128_load(p), mask = wasm_i32x4_splat(PACKED_MASK);
+    *hi = wasm_v128_and(wasm_i32x4_shr(v, 3), mask);
+    *lo = wasm_v128_and(wasm_i32x4_shr(wasm_i32x4_shl(v, 16), 3), mask);
+}
+
+/* The same group's values, exactly (raw times 2^102). */
+INLINE void load_packed(const u16 *p, v128_t *lo, v128_t *hi) {
+    v128_t scale = wasm_i32x4_splat(PACKED_UNSCALE);
+    load_packed_raw(p, lo, hi);
+    *lo = wasm_f32x4_mul(*lo, scale);
+    *hi = wasm_f32x4_mul(*hi, scale);
+}
+
+INLINE float packed_value(u16 h) {
+    return bits_to_f32(((u32)(h & 0x8000) << 16) | ((u32)(h & 0x7fff) << 13)) *
+           bits_to_f32(PACKED_UNSCALE);
+}
+
+/* dst [count] f32 = elements first .. first + count - 1 of the packed tensor w, exactly. */
+INLINE void unpack_f16(const u16 *w, long first, long count, float *dst) {
+    long i = 0;
+    for (; i < count && ((first + i) & 7); i++) dst[i] = packed_value(w[packed_index(first + i)]);
+    for (; i + 8 <= count; i += 8) {
+        v128_t lo, hi;
+        load_packed(w + first + i, &lo, &hi);
+        wasm_v128_store(dst + i, lo);
+        wasm_v128_store(dst + i + 4, hi);
+    }
+    for (; i < count; i++) dst[i] = packed_value(w[packed_index(first + i)]);
 }
 
 /* e^x for x in f32 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7

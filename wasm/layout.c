@@ -4,9 +4,15 @@
  *   for 4-byte and 2-byte elements (a Conv1D weight [K, N] becomes [N, K]); src, dst disjoint.
  * narrow_f16(src, dst, n): dst [n] binary16 = src [n] f32, rounded to nearest even
  *   (overflow to inf, NaN stays NaN).
- * widen_f16(src, dst, n): dst [n] f32 = src [n] binary16, exactly (infinities, NaNs too).
- * count_nonfinite_f16(src, n) -> i32: how many of src [n] binary16 are infinite or NaN (the
- *   kernels' fast widening assumes none: such a weight is stored float32 instead).
+ * widen_binary16(src, dst, n): dst [n] f32 = src [n] binary16, exactly (infinities, NaNs
+ *   too): host float16 data stored as float32.
+ * count_unpackable_f16(src, n) -> i32: how many of src [n] binary16 are infinite, NaN or
+ *   at least 64 in magnitude: a weight with any is stored float32 (the packed form scales by
+ *   2^10 and widens finite halves only).
+ * pack_f16(w, n): w [n] binary16 (every one packable), padded to a multiple of 8 halves,
+ *   becomes the kernels' packed float16 (common.h), in place; the padding becomes zeros.
+ * widen_f16(src, dst, n): dst [n] f32 = the n elements of the packed float16 tensor src,
+ *   exactly (reading a float16 weight back).
  * widen_bf16(src, dst, n): dst [n] f32 = src [n] bfloat16, exactly.
  */
 #include "common.h"
@@ -29,44 +35,64 @@
 TRANSPOSE(transpose_32, u32)
 TRANSPOSE(transpose_16, u16)
 
+/* f32 -> binary16, rounded to nearest even. */
+static u16 narrow_one(float f) {
+    u32 x = f32_to_bits(f);
+    u32 sign = (x >> 16) & 0x8000;
+    u32 mag = x & 0x7fffffff;
+    u16 h;
+    if (mag > 0x7f800000) {
+        h = (u16)(sign | 0x7e00); /* NaN */
+    } else if (mag >= 0x477ff000) {
+        h = (u16)(sign | 0x7c00); /* rounds past 65504: inf */
+    } else if (mag >= 0x38800000) { /* normal in f16 */
+        u32 rounded = mag + 0xfff + ((mag >> 13) & 1);
+        h = (u16)(sign | ((rounded - 0x38000000) >> 13));
+    } else if (mag >= 0x33000000) { /* subnormal in f16 */
+        int shift = 126 - (int)(mag >> 23);  /* 14 .. 24 */
+        u32 m = (mag & 0x7fffff) | 0x800000;
+        u32 q = m >> (shift - 0 + 0);
+        u32 rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        h = (u16)(sign | q);
+    } else {
+        h = (u16)sign;
+    }
+    return h;
+}
+
 EXPORT(narrow_f16)
 void narrow_f16(const float *src, u16 *dst, int n) {
-    for (int i = 0; i < n; i++) {
-        u32 x = f32_to_bits(src[i]);
-        u32 sign = (x >> 16) & 0x8000;
-        u32 mag = x & 0x7fffffff;
-        u16 h;
-        if (mag > 0x7f800000) {
-            h = (u16)(sign | 0x7e00); /* NaN */
-        } else if (mag >= 0x477ff000) {
-            h = (u16)(sign | 0x7c00); /* rounds past 65504: inf */
-        } else if (mag >= 0x38800000) { /* normal in f16 */
-            u32 rounded = mag + 0xfff + ((mag >> 13) & 1);
-            h = (u16)(sign | ((rounded - 0x38000000) >> 13));
-        } else if (mag >= 0x33000000) { /* subnormal in f16 */
-            int shift = 126 - (int)(mag >> 23);  /* 14 .. 24 */
-            u32 m = (mag & 0x7fffff) | 0x800000;
-            u32 q = m >> (shift - 0 + 0);
-            u32 rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-            if (rem > half || (rem == half && (q & 1))) q++;
-            h = (u16)(sign | q);
-        } else {
-            h = (u16)sign;
-        }
-        dst[i] = h;
+    for (int i = 0; i < n; i++) dst[i] = narrow_one(src[i]);
+}
+
+EXPORT(widen_binary16)
+void widen_binary16(const u16 *src, float *dst, int n) {
+    for (int i = 0; i < n; i++) dst[i] = f16_to_f32_exact(src[i]);
+}
+
+EXPORT(count_unpackable_f16)
+int count_unpackable_f16(const u16 *src, int n) {
+    int count = 0;
+    for (int i = 0; i < n; i++) count += (src[i] & 0x7fff) >= 0x5400; /* |h| >= 2^6 */
+    return count;
+}
+
+/* Each half times 2^10 (exact: a packable half scaled stays finite, and a subnormal one
+ * becomes normal), then each group of 8 permuted as common.h describes. */
+EXPORT(pack_f16)
+void pack_f16(u16 *w, int n) {
+    for (int g = 0; g < n; g += 8) {
+        u16 group[8];
+        for (int j = 0; j < 8; j++)
+            group[j] = g + j < n ? narrow_one(f16_to_f32_exact(w[g + j]) * 1024.0f) : 0;
+        for (int j = 0; j < 8; j++) w[g + packed_index(j)] = group[j];
     }
 }
 
 EXPORT(widen_f16)
 void widen_f16(const u16 *src, float *dst, int n) {
-    for (int i = 0; i < n; i++) dst[i] = f16_to_f32_exact(src[i]);
-}
-
-EXPORT(count_nonfinite_f16)
-int count_nonfinite_f16(const u16 *src, int n) {
-    int count = 0;
-    for (int i = 0; i < n; i++) count += (src[i] & 0x7c00) == 0x7c00;
-    return count;
+    unpack_f16(src, 0, n, dst);
 }
 
 EXPORT(widen_bf16)

@@ -2,8 +2,9 @@
  *
  * linear(x, w, bias, residual, out, M, K, N, flags)
  *   x [M, K] f32; w [N, K] (one row per output: a Conv1D weight [K, N] transposed at upload,
- *   or the token table [V, H] as it is), f32 or, with flags & 8, f16; bias [N] f32 (flags & 1);
- *   GELU, tanh approximation (flags & 2); residual [M, N] f32 (flags & 4); out [M, N] f32.
+ *   or the token table [V, H] as it is), f32 or, with flags & 8, packed f16 (common.h);
+ *   bias [N] f32 (flags & 1); GELU, tanh approximation (flags & 2); residual [M, N] f32
+ *   (flags & 4); out [M, N] f32.
  *   Unused pointers may be 0. out must not overlap x, w, bias or residual.
  *
  * Every output is a dot product over a row of x and a row of w, both contiguous. A decode
@@ -12,7 +13,9 @@
  * half of it. More rows are tiled: 4 rows of x times 2 rows of w per inner loop, over a
  * block of w rows small enough to stay in the core's cache while every row passes over it,
  * so the weights come from memory once per call rather than once per row; float16 blocks
- * are widened once into a float32 buffer first.
+ * are widened once into a float32 buffer first. A float16 decode step widens each weight as
+ * it streams by, with shifts and a mask only (no multiply: x is scaled instead, see
+ * dot_row_packed), so that it takes about half of float32's time, as its bytes do.
  */
 #include "common.h"
 #include "pool.h"
@@ -80,20 +83,43 @@ INLINE float dot_row_f32(const float *x, const float *w, int K) {
     return s;
 }
 
-INLINE float dot_row_f16(const float *x, const u16 *w, int K) {
+/* A float16 row against x scaled by 2^102 (xs, from scale_row), K a multiple of 8.
+ * Why the scaling: the packed weights widen to raw = w 2^-102 (common.h), and xs raw is then
+ * the same real number as x w, so it rounds to the same f32 (subnormal or not), and the sums
+ * below, in dot_row_f32's order, equal dot_row_f32(x, widened w) bit for bit, without a
+ * rebias multiply per weight. xs is exact and finite while |x| < 2^26 (scale_row checks). */
+INLINE float dot_row_packed(const float *xs, const u16 *w, int K) {
     v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1, w2, w3;
     int k = 0;
     for (; k + 16 <= K; k += 16) {
-        load_f16x8(w + k, &w0, &w1);
-        load_f16x8(w + k + 8, &w2, &w3);
-        a0 = ADD(a0, MUL(LOAD(x + k), w0));
-        a1 = ADD(a1, MUL(LOAD(x + k + 4), w1));
-        a2 = ADD(a2, MUL(LOAD(x + k + 8), w2));
-        a3 = ADD(a3, MUL(LOAD(x + k + 12), w3));
+        load_packed_raw(w + k, &w0, &w1);
+        load_packed_raw(w + k + 8, &w2, &w3);
+        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
+        a1 = ADD(a1, MUL(LOAD(xs + k + 4), w1));
+        a2 = ADD(a2, MUL(LOAD(xs + k + 8), w2));
+        a3 = ADD(a3, MUL(LOAD(xs + k + 12), w3));
     }
-    float s = hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
-    for (; k < K; k++) s += x[k] * f16_to_f32(w[k]);
-    return s;
+    if (k < K) { /* 8 left: into a0, as dot_row_f32's 4-wide tail does */
+        load_packed_raw(w + k, &w0, &w1);
+        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
+        a0 = ADD(a0, MUL(LOAD(xs + k + 4), w1));
+    }
+    return hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
+}
+
+/* xs [K] = x [K] 2^102, K a multiple of 4; 0 when a finite |x| >= 2^26 overflowed (NaN and
+ * infinities scale to themselves and multiply as x would). */
+static int scale_row(const float *x, float *xs, int K) {
+    v128_t scale = wasm_i32x4_splat(PACKED_UNSCALE), inf = wasm_f32x4_splat(__builtin_inff());
+    v128_t overflow = wasm_i32x4_splat(0);
+    for (int k = 0; k < K; k += 4) {
+        v128_t v = LOAD(x + k), y = MUL(v, scale);
+        overflow = wasm_v128_or(overflow,
+                                wasm_v128_and(wasm_f32x4_eq(wasm_f32x4_abs(y), inf),
+                                              wasm_f32x4_lt(wasm_f32x4_abs(v), inf)));
+        wasm_v128_store(xs + k, y);
+    }
+    return !wasm_v128_any_true(overflow);
 }
 
 /* 4 rows of x (stride K) against 2 rows of w (stride K): sums[r][c]. */
@@ -123,23 +149,47 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
 #define MAX_THREADS POOL_MAX_THREADS
 
 /* Float16 weights of a row-tiled call are widened a block at a time into this buffer, so
- * that each weight is converted once per call rather than once per row tile; one buffer
- * per thread. */
-static float widened[MAX_THREADS][BLOCK_BYTES / 4];
+ * that each weight is converted once per call rather than once per row tile; a streamed
+ * call keeps its scaled row of x here (or a widened weight row, when x cannot be scaled).
+ * One buffer per thread. */
+#define SCRATCH (BLOCK_BYTES / 4)
+static float widened[MAX_THREADS][SCRATCH];
+
+/* Row `first / K` of the packed w, widened (in pieces of the buffer when it is longer). */
+static float dot_row_unpacked(const float *x, const u16 *w, long first, int K, float *buffer) {
+    if (K <= SCRATCH) {
+        unpack_f16(w, first, K, buffer);
+        return dot_row_f32(x, buffer, K);
+    }
+    float s = 0.0f;
+    for (int k = 0; k < K; k += SCRATCH) {
+        int count = K - k < SCRATCH ? K - k : SCRATCH;
+        unpack_f16(w, first + k, count, buffer);
+        s += dot_row_f32(x + k, buffer, count);
+    }
+    return s;
+}
 
 /* Outputs [nb, ne) of every row: each thread of a split product takes one such range. */
 static void rows_streamed(const float *x, const void *w, const float *bias, float *out, int M,
-                          int K, int N, int flags, int f16, int nb, int ne) {
+                          int K, int N, int flags, int f16, int nb, int ne, int thread) {
+    float *scratch = widened[thread];
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
-        if (f16)
-            for (int n = nb; n < ne; n++)
-                store(out, bias, flags, m, n, N,
-                      dot_row_f16(xr, (const u16 *)w + (long)n * K, K));
-        else
+        if (!f16) {
             for (int n = nb; n < ne; n++)
                 store(out, bias, flags, m, n, N,
                       dot_row_f32(xr, (const float *)w + (long)n * K, K));
+            continue;
+        }
+        const u16 *h = w;
+        if (K % 8 == 0 && K <= SCRATCH && scale_row(xr, scratch, K))
+            for (int n = nb; n < ne; n++)
+                store(out, bias, flags, m, n, N, dot_row_packed(scratch, h + (long)n * K, K));
+        else
+            for (int n = nb; n < ne; n++)
+                store(out, bias, flags, m, n, N,
+                      dot_row_unpacked(xr, h, (long)n * K, K, scratch));
     }
 }
 
@@ -148,7 +198,7 @@ static void rows_tiled(const float *x, const void *w, const float *bias, float *
     int block = (int)(BLOCK_BYTES / ((long)K * 4));
     block = block < 8 ? 8 : block & ~1;
     if (f16 && (long)block * K > BLOCK_BYTES / 4) { /* rows too long to widen a block */
-        rows_streamed(x, w, bias, out, M, K, N, flags, f16, nb, ne);
+        rows_streamed(x, w, bias, out, M, K, N, flags, f16, nb, ne, thread);
         return;
     }
     float sums[4][2];
@@ -157,15 +207,7 @@ static void rows_tiled(const float *x, const void *w, const float *bias, float *
         const float *wb = (const float *)w + (long)n0 * K;
         if (f16) {
             float *buffer = widened[thread];
-            long count = (long)(n1 - n0) * K, i = 0;
-            const u16 *h = (const u16 *)w + (long)n0 * K;
-            for (; i + 8 <= count; i += 8) {
-                v128_t lo, hi;
-                load_f16x8(h + i, &lo, &hi);
-                wasm_v128_store(buffer + i, lo);
-                wasm_v128_store(buffer + i + 4, hi);
-            }
-            for (; i < count; i++) buffer[i] = f16_to_f32(h[i]);
+            unpack_f16(w, (long)n0 * K, (long)(n1 - n0) * K, buffer);
             wb = buffer;
         }
         int m = 0;
@@ -212,7 +254,8 @@ static void product_part(const void *args, int part, int parts, int thread) {
     /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
      * weights also go row by row: widening the weights costs more than reading them. */
     if (p->M == 1 || (f16 && p->M < 4))
-        rows_streamed(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne);
+        rows_streamed(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne,
+                      thread);
     else
         rows_tiled(p->x, p->w, p->bias, p->out, p->M, p->K, p->N, p->flags, f16, nb, ne,
                    thread);

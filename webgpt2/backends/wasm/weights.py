@@ -1,5 +1,6 @@
 """Weights into the wasm backend's linear memory: converted (float32, float16, bfloat16) in
-bounded staging blocks, and Conv1D weights transposed to [N, K] by a kernel."""
+bounded staging blocks, Conv1D weights transposed to [N, K] by a kernel, and float16 weights
+packed for the kernels (scaled by 2^10, groups of 8 permuted: wasm/common.h says why)."""
 
 from __future__ import annotations
 
@@ -19,17 +20,21 @@ def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTens
         b._write(tensor.offset, memoryview(host.data).cast("B"))
         return tensor
     storage = "float32" if layout == "plain" else (dtype or b.dtype)
-    tensor = b._new(host.shape, storage, layout, host.size * ITEMSIZE[storage])
+    nbytes = host.size * ITEMSIZE[storage]
+    if storage == "float16":  # packed in whole groups of 8 halves
+        nbytes = -(-host.size // 8) * 16
+    tensor = b._new(host.shape, storage, layout, nbytes)
     data = memoryview(host.data).cast("B")
     if layout != "linear":
         _convert_rows(b, data, host.dtype, storage, tensor.offset, host.size)
     else:
         _upload_transposed(b, data, host, storage, tensor.offset)
-    if storage == "float16" and b._call("count_nonfinite_f16", tensor.offset,
-                                                 host.size):
-        # The kernels widen finite halves only (common.h): keep this one float32.
-        b.release(tensor)
-        return upload(b, host, layout, "float32")
+    if storage == "float16":
+        if b._call("count_unpackable_f16", tensor.offset, host.size):
+            # An infinity, a NaN or |w| >= 64: the packed form cannot hold it exactly.
+            b.release(tensor)
+            return upload(b, host, layout, "float32")
+        b._call("pack_f16", tensor.offset, host.size)
     return tensor
 
 
@@ -53,7 +58,7 @@ def _convert_rows(b: Any, data: memoryview, source: str, storage: str, destinati
     if source == storage:
         b._write(destination, data)
         return
-    kernel = {("float32", "float16"): "narrow_f16", ("float16", "float32"): "widen_f16",
+    kernel = {("float32", "float16"): "narrow_f16", ("float16", "float32"): "widen_binary16",
               ("bfloat16", "float32"): "widen_bf16"}.get((source, storage))
     if kernel is None:  # bfloat16 -> float16: by way of float32
         widened = b._temporary(count * 4)
