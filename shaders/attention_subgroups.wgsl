@@ -1,9 +1,11 @@
 // attention_subgroups: decode attention (one new position per sequence, S = 1) for devices
 // with the "subgroups" feature; attention.wgsl's attend does every other case. Same Params
-// and results as attention.wgsl; kv_write there has already put this step's key and value
-// into the cache (see there for its strides). The head size must be a multiple of 4 (at most
-// 256) and every offset and stride a multiple of 4, which the backend checks.
-//   attend_decode: one workgroup of 64 invocations per (head, batch row), in three phases:
+// and results as attention.wgsl (see there for the cache's strides). The head size must be a
+// multiple of 4 (at most 256) and every offset and stride a multiple of 4, which the backend
+// checks.
+//   attend_decode: one workgroup of 64 invocations per (head, batch row), in four phases:
+//   0. the step's key and value of its head into the cache (kv_write's work, done here so
+//      that a decode step has one dispatch fewer per layer), then a storage barrier;
 //   1. scores: lane groups of 8 invocations each take every 8th key; a lane group reads one
 //      key's head slice as vec4 words, lane i every 8th word, and sums them with
 //      lane_group_sum (lane_groups.wgsl). The scaled scores go to
@@ -11,10 +13,10 @@
 //   2. softmax weights exp(score - max) in place in `scratch`, and their sum.
 //   3. out = sum_j weight_j V[j] / sum: invocation t owns dimensions 4*(t % (hd/4))..+3 for
 //      every (64 / (hd/4))-th key; the partial vectors meet in workgroup memory.
-// A workgroup has only four barriers, which CPU implementations such as lavapipe need, as
+// A workgroup has only five barriers, which CPU implementations such as lavapipe need, as
 // they make barriers expensive.
-// Bindings: 0 uniform Params, 1 qkv (f32 read as vec4), 2 cache (read as vec4s of values
-// through cache_load4: attention_cache4.wgsl float32, attention_subgroups_f16.wgsl
+// Bindings: 0 uniform Params, 1 qkv (f32 read as vec4), 2 cache (vec4s of values through
+// cache_load4 / cache_store4: attention_cache4.wgsl float32, attention_subgroups_f16.wgsl
 // float16), 3 out (f32), 4 scratch (f32, B * nh * T). Workgroups are flattened over x and y.
 
 //!include attention_params.wgsl
@@ -49,6 +51,14 @@ fn attend_decode(@builtin(workgroup_id) wid: vec3<u32>,
     let keys = (p.cache_offset + b * p.batch_stride + h * p.head_stride) >> 2u;
     let values = keys + (p.kv_stride >> 2u);
     let weights = flat * p.max_length;
+
+    // 0. This step's key and value: qkv row b holds them H and 2H values after its query.
+    if (lid < words) {
+        let kv = q + (p.hidden >> 2u) + lid;
+        cache_store4(keys + position * row_words + lid, qkv[kv]);
+        cache_store4(values + position * row_words + lid, qkv[kv + (p.hidden >> 2u)]);
+    }
+    storageBarrier();
 
     // 1. Scores. Every lane group runs the same number of iterations (keys past the
     // position are computed on a clamped row and dropped), so the shuffles are uniform.

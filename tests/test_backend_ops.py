@@ -181,6 +181,7 @@ def reference_attention(qkv: np.ndarray, cache: np.ndarray, layer: int, start: i
 @pytest.mark.parametrize("heads,head_dim,max_length,steps", [
     (3, 7, 37, [(0, 5), (5, 1), (6, 3), (9, 1)]),  # prefill, then decode steps
     (2, 70, 150, [(0, 70), (70, 1), (71, 66), (137, 1)]),  # > 64 keys and head dims
+    (4, 16, 40, [(0, 13), (13, 1), (14, 1), (15, 9)]),  # head dims in whole vec4 words
 ])
 def test_cached_attention(backend, heads, head_dim, max_length, steps):
     r = rng(6)

@@ -112,9 +112,7 @@ def test_every_shader_compiles(backend):
         text = (folder / name).read_text()
         assert text.startswith("// "), f"{name} must start with its descriptive comment"
         source = load_shader(name)
-        if "fn lane_group_sum(" in source and not backend.subgroup_matvec:
-            continue
-        if "subgroupBroadcast(" in source and not backend.lane_broadcast:
+        if "subgroup" in source and "subgroups" not in backend.driver.info.features:
             continue
         if "var<uniform> p" not in source:  # a fragment: compiled inside its includers
             includers = [n for n in names if f"//!include {name}\n" in (folder / n).read_text()]
@@ -367,10 +365,11 @@ def test_a_greedy_decode_step_is_one_submission_and_reads_back_one_id_per_row(ti
         assert b.counters["readbacks"] == 1
         assert b.counters["bytes_read"] == 4 * batch
         assert b.counters["bytes_written"] == 4 * batch  # the token ids
-        # embedding, 2 per block for attention + 7 others, final norm, LM head, argmax (the
-        # large profile adds a combining pass per split product)
+        # embedding, per block 2 layer norms, 4 products and attention (which writes the
+        # step's keys and values itself), final norm, LM head, argmax (the large profile adds
+        # a combining pass per split product)
         if b.device_profile.name == "small":
-            assert b.counters["dispatches"] == 1 + layers * 8 + 1 + 1 + 1
+            assert b.counters["dispatches"] == 1 + layers * 7 + 1 + 1 + 1
         b.reset_counters()
         logits, _, cache = gpu.call_with_cache([[9]] * batch, cache, 10)
         b.sample(logits, [0.5] * batch, top_k=5)

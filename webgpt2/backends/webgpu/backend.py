@@ -247,10 +247,13 @@ class WebGPUBackend(Backend):
         hidden = x.shape[-1]
         rows = x.size // hidden if hidden else 0
         out = self.buffers.new(x.shape)
-        kernel = self.recorder.kernel("layer_norm.wgsl", "layer_norm")
         for r0, r1 in self.buffers.row_chunks(rows, [(x, hidden), (out, hidden)]):
             x_binding, x_shift = self.buffers.bind(1, x, r0 * hidden, r1 * hidden)
             y_binding, y_shift = self.buffers.bind(4, out, r0 * hidden, r1 * hidden)
+            if self.lane_broadcast and (hidden | x_shift | y_shift) % 4 == 0:
+                kernel = self.recorder.kernel("layer_norm_lanes.wgsl", "layer_norm_lanes")
+            else:
+                kernel = self.recorder.kernel("layer_norm.wgsl", "layer_norm")
             self.recorder.dispatch(
                 kernel, [x_binding, self.buffers.bind(2, gamma)[0],
                          self.buffers.bind(3, beta)[0], y_binding],
@@ -320,14 +323,16 @@ class WebGPUBackend(Backend):
                           out_offset=o_shift, scale=1.0 / math.sqrt(head_dim),
                           position_stride=position_stride, head_stride=head_stride,
                           kv_stride=max_length * hidden)
-            self.recorder.dispatch(  # an invocation per value (f16: per pair of values)
-                kv_write, [q_binding, c_binding],
-                ceil_div((b1 - b0) * seq_len * 2 * hidden // unit, kv_write.workgroup_size),
-                **params)
             vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
                 and c_shift % 4 == 0 and o_shift % 4 == 0
             lanes = "attention_subgroups_f16.wgsl" if f16 else "attention_subgroups.wgsl"
-            if seq_len == 1 and self.subgroup_matvec and vector_rows:
+            decode = seq_len == 1 and self.subgroup_matvec and vector_rows
+            if not decode:  # attend_decode writes the step's keys and values itself
+                self.recorder.dispatch(  # an invocation per value (f16: per pair of values)
+                    kv_write, [q_binding, c_binding],
+                    ceil_div((b1 - b0) * seq_len * 2 * hidden // unit, kv_write.workgroup_size),
+                    **params)
+            if decode:
                 scratch = self.buffers.new(((b1 - b0) * num_heads, max_length))
                 self.recorder.dispatch(
                     self.recorder.kernel(lanes, "attend_decode"),

@@ -68,12 +68,9 @@ def _matmul_kernel(b: WebGPUBackend, m: int, n: int, k: int, x_shift: int,
     aligned = x_shift % 4 == 0 and k % 4 == 0  # whole vec4 words of x per row
     if m <= MATVEC_MAX_ROWS:
         if b.subgroup_matvec and aligned and k % (8 if w_f16 else 4) == 0:
-            if w_f16:
-                chosen = kernel("linear_subgroups.wgsl", "matvec_subgroups_f16")
-                columns = chosen.constants["F16_COLUMNS"]
-            else:
-                chosen = kernel("linear_subgroups.wgsl", "matvec_subgroups_f32")
-                columns = chosen.constants["F32_COLUMNS"]
+            chosen = kernel("linear_subgroups.wgsl",
+                            "matvec_subgroups_f16" if w_f16 else "matvec_subgroups_f32")
+            columns = chosen.constants["COLUMNS"]
         else:
             chosen = kernel("linear.wgsl", "matvec")
             columns = chosen.workgroup_size
