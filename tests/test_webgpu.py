@@ -514,6 +514,28 @@ def test_the_large_profile_splits_k_so_a_768_wide_layer_starts_enough_workgroups
         choose_profile(AdapterInfo("x", "y", "native"), "huge")
     monkeypatch.setenv("WEBGPT2_WEBGPU_PROFILE", "large")  # pins the registry's backend too
     assert choose_profile(AdapterInfo("llvmpipe (LLVM 15)", "Vulkan", "native")) is LARGE
+    monkeypatch.delenv("WEBGPT2_WEBGPU_PROFILE")
+    # Neither a CPU nor a GPU by its type (a browser's adapter): measured (None).
+    assert choose_profile(AdapterInfo("Apple M2", "browser WebGPU", "browser")) is None
+    assert choose_profile(AdapterInfo("x", "y", "native", adapter_type="CPU"), "measure") is None
+
+
+def test_a_measured_profile_is_the_faster_one_and_cached_per_adapter(backend, tmp_path,
+                                                                     monkeypatch):
+    import json
+
+    from webgpt2.backends.webgpu import WebGPUBackend, tuning
+
+    monkeypatch.setenv("WEBGPT2_CACHE", str(tmp_path))
+    b = WebGPUBackend(driver=backend.driver, device_profile="measure")
+    key = backend.driver.info.identity
+    assert backend.driver.info.name in key  # vendor | architecture | device | driver | api
+    entry = json.loads((tmp_path / tuning.CACHE_NAME).read_text())[key]
+    assert set(entry["ms"]) == {"small", "large"}
+    assert entry["profile"] == min(entry["ms"], key=entry["ms"].get) == b.device_profile.name
+    monkeypatch.setattr(tuning, "measure", lambda _: pytest.fail("measured a cached adapter"))
+    again = WebGPUBackend(driver=backend.driver, device_profile="measure")
+    assert again.device_profile.name == entry["profile"]
 
 
 # ---- float16 KV cache -----------------------------------------------------------------------

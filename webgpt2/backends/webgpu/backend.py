@@ -23,9 +23,9 @@ from typing import Any
 
 from webgpt2.backends.base import Backend, HostTensor
 from webgpt2.backends.host import packed
-from webgpt2.backends.webgpu import generation
+from webgpt2.backends.webgpu import generation, tuning
 from webgpt2.backends.webgpu.buffers import Buffers
-from webgpt2.backends.webgpu.device_profile import choose_profile
+from webgpt2.backends.webgpu.device_profile import SMALL, choose_profile
 from webgpt2.backends.webgpu.driver import Binding, Driver, DriverError
 from webgpt2.backends.webgpu.linear import record_matmul
 from webgpt2.backends.webgpu.recorder import Recorder
@@ -46,10 +46,10 @@ class WebGPUBackend(Backend):
     linear weights and the token table ("float32" or "float16"). max_binding_size: use at
     most this many bytes per storage binding (the device's limit by default; smaller values
     exercise the big-buffer paths in tests). device_profile: "small" or "large" forces the
-    kernel shapes of a CPU-like or a many-unit device (device_profile.py); by default they
-    are chosen from the adapter. kv_dtype: "float16" stores the KV caches made by `zeros`
-    as float16 (half the memory and the attention reads; arithmetic stays float32).
-    Setting `poison = True` fills every new
+    kernel shapes of a CPU-like or a many-unit device (device_profile.py), "measure" times
+    both once per adapter (tuning.py); by default they are chosen from the adapter's type.
+    kv_dtype: "float16" stores the KV caches made by `zeros` as float16 (half the memory and
+    the attention reads; arithmetic stays float32). Setting `poison = True` fills every new
     activation buffer with NaN first, so a kernel that leaves an element unwritten shows.
     `recorder` (kernels, dispatches, submission) and `buffers` (activation memory and
     bindings) are there for code that runs kernels of its own, such as benchmarks.
@@ -85,7 +85,8 @@ class WebGPUBackend(Backend):
         binding_limit = int(driver.info.limits.get("max_storage_buffer_binding_size", 128 << 20))
         if max_binding_size is not None:
             binding_limit = min(binding_limit, int(max_binding_size))
-        self.device_profile = choose_profile(driver.info, device_profile)
+        profile = choose_profile(driver.info, device_profile)
+        self.device_profile = SMALL if profile is None else profile  # until measured
         self.recorder = Recorder(driver)
         self.buffers = Buffers(self.recorder, binding_limit)
         # Subgroup kernels, each after a probe that its reduction or broadcast gives the
@@ -94,6 +95,8 @@ class WebGPUBackend(Backend):
                                            lambda i: 8 * (i & ~7) + 28)
         self.lane_broadcast = self._probe("linear_broadcast.wgsl", "probe_broadcast",
                                           lambda i: (i & ~7) + 3)
+        if profile is None:
+            self.device_profile = tuning.measured_profile(self, tuning.cache_file())
         self.reset_counters()  # the probe above is not the caller's work
 
     @property

@@ -178,6 +178,7 @@ class BrowserDriver(Driver):
             driver="browser",
             limits=limits,
             features=frozenset(f for f in OPTIONAL_FEATURES if self._device.features.has(f)),
+            identity=" | ".join(parts) + " | browser" if adapter_info else "",
         )
         self._map_read = int(js.GPUBufferUsage.MAP_READ)
         self._usages = usage_flags(js.GPUBufferUsage)

@@ -9,10 +9,13 @@ Two configurations, because they pull in opposite directions:
   workgroups of 32 output columns; splitting K into parts (a second pass adds the parts and
   applies the epilogue) starts about `target_workgroups` of them so that every unit streams
   weights.
-Neither needs a measurement at load: the split is sized from the workgroup counts alone.
-`WebGPUBackend(device_profile="small" | "large")` forces one (tests run both here), and so
-does the environment variable WEBGPT2_WEBGPU_PROFILE for backends made without one (the
-registry's), so that a whole test suite can run with either configuration pinned.
+The adapter's type decides: a CPU (or a known CPU rasteriser's name) takes "small", a GPU
+"large". An adapter that says neither (browsers do not report the type) is measured once
+(tuning.py: both configurations on a decode- and a prefill-shaped product, the faster kept,
+cached per adapter and driver). `WebGPUBackend(device_profile="small" | "large" |
+"measure")` forces one or the measurement (tests run all three here), and so does the
+environment variable WEBGPT2_WEBGPU_PROFILE for backends made without one (the registry's),
+so that a whole test suite can run with either configuration pinned.
 """
 
 from __future__ import annotations
@@ -60,12 +63,19 @@ def is_cpu_adapter(info: AdapterInfo) -> bool:
     return info.adapter_type.upper() == "CPU" or any(n in name for n in _CPU_ADAPTER_NAMES)
 
 
-def choose_profile(info: AdapterInfo, forced: str | None = None) -> DeviceProfile:
-    """The profile for this adapter, or the one named by `forced` (or by the environment)."""
+_GPU_TYPES = ("DISCRETEGPU", "INTEGRATEDGPU", "VIRTUALGPU")
+
+
+def choose_profile(info: AdapterInfo, forced: str | None = None) -> DeviceProfile | None:
+    """The profile for this adapter, or the one named by `forced` (or by the environment);
+    None where it is to be measured (forced "measure", or an adapter of unknown type)."""
     if forced is None:
         forced = os.environ.get("WEBGPT2_WEBGPU_PROFILE") or None
     if forced is not None:
-        if forced not in PROFILES:
-            raise ValueError(f"device_profile {forced!r}; expected one of {sorted(PROFILES)}")
-        return PROFILES[forced]
-    return SMALL if is_cpu_adapter(info) else LARGE
+        if forced not in PROFILES and forced != "measure":
+            raise ValueError(f"device_profile {forced!r}; expected one of "
+                             f"{sorted(PROFILES) + ['measure']}")
+        return PROFILES.get(forced)
+    if is_cpu_adapter(info):
+        return SMALL
+    return LARGE if info.adapter_type.upper() in _GPU_TYPES else None

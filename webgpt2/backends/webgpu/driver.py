@@ -116,6 +116,9 @@ class AdapterInfo:
     limits: dict[str, int] = field(default_factory=dict)
     features: frozenset[str] = frozenset()
     adapter_type: str = ""  # "CPU", "DiscreteGPU", ... where the driver says (native)
+    # vendor, architecture, device and driver description: what a measured choice of kernel
+    # shapes is cached under (tuning.py), so a new driver version measures again
+    identity: str = ""
 
 
 class BindGroupCache:

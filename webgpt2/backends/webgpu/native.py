@@ -107,6 +107,9 @@ class NativeDriver(Driver):
                     if n.replace("_", "-") in device_limits},
             features=frozenset(_SPEC_FEATURE_NAMES.get(f, f) for f in self._device.features),
             adapter_type=str(info.get("adapter_type", "")),
+            identity=" | ".join(str(info.get(k, "")) for k in
+                                ("vendor", "architecture", "device", "description",
+                                 "backend_type")),
         )
         self._queue = self._device.queue
         self._usages = usage_flags(wgpu.BufferUsage)
