@@ -3,7 +3,7 @@ test checkpoints and GPT-2 124M, against the in-page wasm streaming floor.
 
     python benchmarks/browser.py [--rounds 3] [--new-tokens 32]
         [--models tiny-2l small-6l gpt2-124m] [--backends wasm webgpu] [--threads 1 2]
-        [--native-webgpu]
+        [--dtype float32 float16] [--native-webgpu]
 
 Prints: time from navigation to `webgpt2.ready` in a fresh browser profile; then for each
 checkpoint and backend in the page: load time (fetch, parse, upload), greedy decode ms/token
@@ -15,7 +15,10 @@ the in-page floor, measured in each round beside the decode: the decode kernel (
 M = 1) over every weight matrix a decode step reads, once each, in one command-list run:
 what a float32 step cannot go under with these kernels in this browser. wasm runs once per
 `--threads` count (the page is cross-origin isolated, so more than one thread splits each
-matrix product between workers; the page's own default is the core count, at most 4).
+matrix product between workers; the page's own default is the core count, at most 4) and
+`--dtype` (the storage of its weights, float32 by default; with several, each thread count
+runs them one after the other and a last line per count gives their decode ratio to the
+first dtype's: float16 / float32).
 WebGPU here is SwiftShader (a CPU fallback), about 440 ms/token on GPT-2 124M: it runs 8
 tokens, one round, there (or leave it out: `--backends wasm`).
 
@@ -60,7 +63,8 @@ THREADS = textwrap.dedent("""
     from webgpt2.backends.wasm import WasmBackend
     from webgpt2.backends.wasm.browser import BrowserDriver
 
-    register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads=COUNT)))
+    register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads=COUNT),
+                                                 dtype="DTYPE"))
     driver = get_backend("wasm").driver
     start = time.time()
     while driver.ready_threads() < COUNT and time.time() - start < 10:
@@ -130,6 +134,9 @@ def main() -> int:
                         choices=["wasm", "webgpu", "cpu"])
     parser.add_argument("--threads", nargs="+", type=int, default=[1],
                         help="wasm thread counts to run (default 1)")
+    parser.add_argument("--dtype", nargs="+", default=["float32"],
+                        choices=["float32", "float16"],
+                        help="wasm weight storage dtypes to run (default float32)")
     parser.add_argument("--native-webgpu", action="store_true",
                         help="also run the small checkpoints on native webgpu (wgpu-py)")
     args = parser.parse_args()
@@ -165,12 +172,16 @@ def main() -> int:
             return page.evaluate("([p, n]) => webgpt2.generate(p, {maxNewTokens: n, "
                                  "sampler: 'greedy'})", [prompt, n])
 
-        runs = [(b, t) for b in args.backends for t in (args.threads if b == "wasm" else [0])]
+        runs = [(b, t, d) for b in args.backends
+                for t in (args.threads if b == "wasm" else [0])
+                for d in (args.dtype if b == "wasm" else [None])]
         for name, folder in folders.items():
-            for backend, threads in runs:
+            decodes: dict[tuple[int, str], float] = {}
+            for backend, threads, dtype in runs:
                 if threads:
                     ready = page.evaluate("(c) => webgpt2.runPython(c)",
-                                          THREADS.replace("COUNT", str(threads)))
+                                          THREADS.replace("COUNT", str(threads))
+                                          .replace("DTYPE", dtype))
                     if ready != threads:
                         print(f"wasm with {threads} threads: only {ready} started")
                 t0 = time.perf_counter()
@@ -195,6 +206,9 @@ def main() -> int:
                         rows["floor"].append(floor["floor_ms"])
                 m = {k: statistics.median(v) for k, v in rows.items() if v}
                 label = f"{backend} t{threads}" if threads else backend
+                if dtype and len(args.dtype) > 1:
+                    label += f" {dtype}"
+                    decodes[threads, dtype] = m["decode"]
                 line = (f"{name} ({model['parameters'] / 1e6:.1f}M) page {label:8s} "
                         f"({model['device']}): load {load_ms:7.0f} ms, decode "
                         f"{m['decode']:7.2f} ms/token, first token {m['ttft14']:7.1f} ms "
@@ -219,6 +233,12 @@ def main() -> int:
                           f"decode {decode:7.2f} ms/token; page / native "
                           f"{m['decode'] / decode:.2f}x")
                     del native
+            for threads in args.threads if len(args.dtype) > 1 else []:
+                base = decodes.get((threads, args.dtype[0]))
+                ratios = ", ".join(f"{d} / {args.dtype[0]} {decodes[threads, d] / base:.2f}"
+                                   for d in args.dtype[1:] if (threads, d) in decodes)
+                if base and ratios:
+                    print(f"{name} page wasm t{threads} decode: {ratios}", flush=True)
     return 0
 
 

@@ -73,13 +73,15 @@ INLINE long packed_index(long i) {
 }
 
 /* One group of 8 (p at a multiple of 8 halves from the tensor's start) -> raw values of
- * k0..k3 (lo) and k4..k7 (hi). The high halves: an arithmetic shift by 3 puts the exponent
- * and mantissa in place and keeps the sign in bit 31; the mask clears its copies (bits
- * 28-30) and the low half's bits shifted in under the mantissa. */
+ * k0..k3 (lo) and k4..k7 (hi). Both end as the half sign-extended and moved 13 bits up,
+ * masked: the mask clears the sign's copies (bits 28-30) and, for the high halves, the low
+ * half's bits shifted in under the mantissa. The high halves get there by an arithmetic
+ * shift by 3; the low halves by a 16-bit multiply-add (low half times 2^13, high half times
+ * 0), one instruction where shifting them up and back down takes two. */
 INLINE void load_packed_raw(const u16 *p, v128_t *lo, v128_t *hi) {
     v128_t v = wasm_v128_load(p), mask = wasm_i32x4_splat(PACKED_MASK);
     *hi = wasm_v128_and(wasm_i32x4_shr(v, 3), mask);
-    *lo = wasm_v128_and(wasm_i32x4_shr(wasm_i32x4_shl(v, 16), 3), mask);
+    *lo = wasm_v128_and(wasm_i32x4_dot_i16x8(v, wasm_i32x4_splat(1 << 13)), mask);
 }
 
 /* The same group's values, exactly (raw times 2^102). */
