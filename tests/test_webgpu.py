@@ -255,7 +255,10 @@ def test_float16_linear_weights(backend, rows, k):
     assert weight.dtype == "float16"
     out = backend.linear(backend.upload(host(x)), weight, backend.upload(host(bias)))
     rounded = w.astype(np.float16).astype(np.float64)
-    np.testing.assert_allclose(values(backend, out), x @ rounded + bias, **MATMUL)
+    # f16 arithmetic (the large profile's default where shader-f16 is) rounds x and products
+    f16 = 4e-3 * np.abs(x).max() * np.abs(w).max() * math.sqrt(k) * backend.f16_arithmetic
+    np.testing.assert_allclose(values(backend, out), x @ rounded + bias, rtol=1e-4,
+                               atol=1e-4 + f16)
 
 
 def test_float16_backend_default_and_host_half_data(backend):
@@ -385,6 +388,38 @@ def test_float16_model_within_stated_tolerance(backend, tiny_checkpoint, tiny_mo
                 "float16")
     expected = np.array(cpu.backend.to_list(cpu(PROMPT)))
     got = np.array(gpu.backend.to_list(gpu(PROMPT)))
+    assert np.abs(got - expected).max() <= F16_LOGITS_TOLERANCE * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("f16_arithmetic", [False, True])
+def test_float16_arithmetic_pinned_off_and_on(backend, tiny_checkpoint, tiny_models,
+                                              f16_arithmetic):
+    """linear_half.wgsl (f16 products, f32 sums) where shader-f16 is, and the f32 path that
+    SwiftShader takes, both against the cpu backend."""
+    from webgpt2.backends.webgpu import WebGPUBackend
+
+    if f16_arithmetic and "shader-f16" not in backend.driver.info.features:
+        pytest.skip("this adapter has no shader-f16")
+    b = WebGPUBackend(driver=backend.driver, dtype="float16", f16_arithmetic=f16_arithmetic)
+    b.poison = True
+    assert b.f16_arithmetic is f16_arithmetic
+    r = np.random.default_rng(8)
+    for rows, k in ((1, 64), (3, 128)):
+        x = r.standard_normal((rows, k)).astype(np.float32)
+        w = (r.standard_normal((k, 131)) / math.sqrt(k)).astype(np.float32)
+        out = b.linear(b.upload(host(x)), b.upload(host(w), "linear"), None)
+        exact = x @ w.astype(np.float16).astype(np.float64)
+        # f16 products: x and each product rounded to 11 bits
+        tolerance = 4e-3 * np.abs(x).max() * np.abs(w).max() * math.sqrt(k) * f16_arithmetic
+        np.testing.assert_allclose(values(b, out), exact, rtol=1e-4, atol=1e-4 + tolerance)
+    assert (("linear_half.wgsl", "matvec_half") in b.recorder._kernels) is f16_arithmetic
+    cpu, _ = tiny_models
+    gpu = _load(tiny_checkpoint, b, "float16")
+    _, cache = gpu.build_cache(PROMPT, cache_length=10)
+    step, _, _ = gpu.call_with_cache([[5]], cache, 8)
+    _, cpu_cache = cpu.build_cache(PROMPT, cache_length=10)
+    expected = np.array(cpu.backend.to_list(cpu.call_with_cache([[5]], cpu_cache, 8)[0]))
+    got = np.array(b.to_list(step))
     assert np.abs(got - expected).max() <= F16_LOGITS_TOLERANCE * np.abs(expected).max()
 
 
@@ -533,6 +568,8 @@ def test_a_measured_profile_is_the_faster_one_and_cached_per_adapter(backend, tm
     entry = json.loads((tmp_path / tuning.CACHE_NAME).read_text())[key]
     assert set(entry["ms"]) == {"small", "large"}
     assert entry["profile"] == min(entry["ms"], key=entry["ms"].get) == b.device_profile.name
+    if "shader-f16" in backend.driver.info.features:  # float16 arithmetic measured as well
+        assert entry["f16_arithmetic"] == (entry["f16_ms"]["true"] < entry["f16_ms"]["false"])
     monkeypatch.setattr(tuning, "measure", lambda _: pytest.fail("measured a cached adapter"))
     again = WebGPUBackend(driver=backend.driver, device_profile="measure")
     assert again.device_profile.name == entry["profile"]

@@ -48,6 +48,8 @@ class WebGPUBackend(Backend):
     exercise the big-buffer paths in tests). device_profile: "small" or "large" forces the
     kernel shapes of a CPU-like or a many-unit device (device_profile.py), "measure" times
     both once per adapter (tuning.py); by default they are chosen from the adapter's type.
+    f16_arithmetic: multiply float16 weights in f16 (shader-f16), by default where the
+    device profile is "large" (measured with it where the profile is).
     kv_dtype: "float16" stores the KV caches made by `zeros` as float16 (half the memory and
     the attention reads; arithmetic stays float32). Setting `poison = True` fills every new
     activation buffer with NaN first, so a kernel that leaves an element unwritten shows.
@@ -66,7 +68,8 @@ class WebGPUBackend(Backend):
 
     def __init__(self, driver: Driver | None = None, dtype: str = "float32",
                  max_binding_size: int | None = None,
-                 device_profile: str | None = None, kv_dtype: str = "float32") -> None:
+                 device_profile: str | None = None, kv_dtype: str = "float32",
+                 f16_arithmetic: bool | None = None) -> None:
         if driver is None:
             if sys.platform == "emscripten":  # in a web page: the browser's navigator.gpu
                 from webgpt2.backends.webgpu.browser import BrowserDriver
@@ -95,8 +98,16 @@ class WebGPUBackend(Backend):
                                            lambda i: 8 * (i & ~7) + 28)
         self.lane_broadcast = self._probe("linear_broadcast.wgsl", "probe_broadcast",
                                           lambda i: (i & ~7) + 3)
+        # Float16 arithmetic for float16 weights (linear_half.wgsl) where the adapter has
+        # shader-f16: a GPU's f16 runs at least at its f32 rate, a CPU adapter emulates it.
+        has_f16 = "shader-f16" in driver.info.features
+        if f16_arithmetic and not has_f16:
+            raise ValueError("f16_arithmetic=True needs an adapter with shader-f16; "
+                             f"{driver.info.name} has none")
+        self.f16_arithmetic = has_f16 and (self.device_profile.name == "large"
+                                           if f16_arithmetic is None else f16_arithmetic)
         if profile is None:
-            self.device_profile = tuning.measured_profile(self, tuning.cache_file())
+            tuning.measure_choices(self, tuning.cache_file(), f16_arithmetic is None)
         self.reset_counters()  # the probe above is not the caller's work
 
     @property
@@ -475,5 +486,6 @@ class WebGPUBackend(Backend):
             "features": sorted(info.features),
             "subgroup_kernels": self.subgroup_matvec,
             "broadcast_kernels": self.lane_broadcast,
+            "f16_arithmetic": self.f16_arithmetic,
             "device_profile": self.device_profile.name,
         }

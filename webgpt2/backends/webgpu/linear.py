@@ -38,6 +38,9 @@ def record_matmul(b: WebGPUBackend, x: WebGPUTensor, rows: int, k: int,
             | (4 if residual is not None else 0)
         m = r1 - r0
         kernel, workgroups, n_blocks, splits = _matmul_kernel(b, m, n, k, x_shift, w_f16)
+        if kernel.label.endswith(":matvec_half"):  # the f16 view of the same weight words
+            weight_binding = Binding(6, weight_binding.buffer, weight_binding.offset,
+                                     weight_binding.size)
         params = dict(m=m, n=n, k=k, w_stride=words, x_offset=x_shift, y_offset=y_shift,
                       y_stride=out_width, y_column=out_column, r_offset=r_shift,
                       flags=flags, w_f16=w_f16, n_blocks=n_blocks, splits=splits)
@@ -68,8 +71,11 @@ def _matmul_kernel(b: WebGPUBackend, m: int, n: int, k: int, x_shift: int,
     aligned = x_shift % 4 == 0 and k % 4 == 0  # whole vec4 words of x per row
     if m <= MATVEC_MAX_ROWS:
         if b.subgroup_matvec and aligned and k % (8 if w_f16 else 4) == 0:
-            chosen = kernel("linear_subgroups.wgsl",
-                            "matvec_subgroups_f16" if w_f16 else "matvec_subgroups_f32")
+            if w_f16 and b.f16_arithmetic:
+                chosen = kernel("linear_half.wgsl", "matvec_half")
+            else:
+                chosen = kernel("linear_subgroups.wgsl",
+                                "matvec_subgroups_f16" if w_f16 else "matvec_subgroups_f32")
             columns = chosen.constants["COLUMNS"]
         else:
             chosen = kernel("linear.wgsl", "matvec")

@@ -5,12 +5,14 @@ for adapters whose type does not settle it (browsers report none), or when asked
 Both configurations run the same two products on the backend's own device: a decode-shaped
 one (one row of 768 by a 768 x 3072 weight, where "large" splits K) and a prefill-shaped one
 (32 rows by a 768 x 768 weight, "small" takes register blocks, "large" workgroup-memory
-tiles), in the backend's weight dtype, alternately, the best of a few runs each. The faster
-configuration is kept. The measurement takes tens of milliseconds on a GPU (a few hundred
-on a CPU adapter), once per adapter and driver: the choice and its timings are cached in
-`$WEBGPT2_CACHE/webgpu-profiles.json` (else ~/.cache/webgpt2/), under the adapter's identity
-(vendor, architecture, device, driver description), so a new driver is measured again. In a
-web page there is no disk: the choice is kept for the page's lifetime only.
+tiles), in the backend's weight dtype, alternately, the best of a few runs each; the faster
+configuration is kept. With shader-f16, float16 arithmetic (linear_half.wgsl) is measured
+the same way on a float16 decode-shaped product. This takes tens of milliseconds on a GPU
+and about a second on a CPU adapter (mostly building pipelines), once per adapter and driver:
+the choices and their timings are cached in `$WEBGPT2_CACHE/webgpu-profiles.json` (else
+~/.cache/webgpt2/), under the adapter's identity (vendor, architecture, device, driver
+description), so a new driver is measured again. In a web page there is no disk: the choice
+is kept for the page's lifetime only.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from webgpt2.backends.host import HostTensor
-from webgpt2.backends.webgpu.device_profile import PROFILES, DeviceProfile
+from webgpt2.backends.webgpu.device_profile import PROFILES
 
 if TYPE_CHECKING:
     from webgpt2.backends.webgpu.backend import WebGPUBackend
 
 CACHE_NAME = "webgpu-profiles.json"
 _ROUNDS = 3
-_page_cache: dict[str, str] = {}  # where there is no disk (Pyodide)
+_page_cache: dict[str, dict] = {}  # where there is no disk (Pyodide)
 
 
 def cache_file() -> Path | None:
@@ -46,7 +48,7 @@ def cache_file() -> Path | None:
 
 def _read(path: Path | None) -> dict:
     if path is None:
-        return {k: {"profile": v} for k, v in _page_cache.items()}
+        return dict(_page_cache)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -56,7 +58,7 @@ def _read(path: Path | None) -> dict:
 
 def _write(path: Path | None, key: str, entry: dict) -> None:
     if path is None:
-        _page_cache[key] = entry["profile"]
+        _page_cache[key] = entry
         return
     data = _read(path)
     data[key] = entry
@@ -69,44 +71,73 @@ def _write(path: Path | None, key: str, entry: dict) -> None:
         pass  # a read-only home: measure again next time
 
 
-def measured_profile(backend: WebGPUBackend, path: Path | None) -> DeviceProfile:
-    """The cached choice for this adapter, else the faster of the two, measured now."""
+def measure_choices(backend: WebGPUBackend, path: Path | None, f16_arithmetic: bool) -> None:
+    """Set the backend's device profile (and, if `f16_arithmetic`, whether float16 weights
+    are multiplied in f16) to the cached choice for this adapter, else to the faster,
+    measured now."""
     key = backend.driver.info.identity or backend.driver.info.name
     cached = _read(path).get(key)
-    if isinstance(cached, dict) and cached.get("profile") in PROFILES:
-        return PROFILES[cached["profile"]]
-    times = measure(backend)
-    choice = min(times, key=times.get)
-    _write(path, key, {"profile": choice,
-                       "ms": {name: round(t * 1e3, 3) for name, t in times.items()}})
-    return PROFILES[choice]
+    if not (isinstance(cached, dict) and cached.get("profile") in PROFILES):
+        times = measure(backend)
+        cached = {"profile": min(times, key=times.get),
+                  "ms": {name: round(t * 1e3, 3) for name, t in times.items()}}
+        backend.device_profile = PROFILES[cached["profile"]]
+        if "shader-f16" in backend.driver.info.features:
+            f16 = measure_f16(backend)
+            cached["f16_arithmetic"] = f16[True] < f16[False]
+            cached["f16_ms"] = {str(k).lower(): round(t * 1e3, 3) for k, t in f16.items()}
+        _write(path, key, cached)
+    backend.device_profile = PROFILES[cached["profile"]]
+    if f16_arithmetic:
+        backend.f16_arithmetic = bool(cached.get("f16_arithmetic", False))
+
+
+def _weight(backend: WebGPUBackend, k: int, n: int, dtype: str):
+    values = array("f", [((i * 7919) % 61 - 30) / 300.0 for i in range(n)]) * k
+    return backend.upload(HostTensor("float32", (k, n), values.tobytes()), "linear", dtype)
+
+
+def _best(backend: WebGPUBackend, settings: dict, run) -> dict:
+    """Seconds per run(), the best of _ROUNDS after a warm-up, each setting in turn."""
+    best = dict.fromkeys(settings, float("inf"))
+    for round_ in range(_ROUNDS + 1):  # round 0 builds the pipelines
+        for name, apply in settings.items():
+            apply()
+            t0 = time.perf_counter()
+            outs = run()
+            backend.recorder.read(outs[-1].buffer, 0, 4)  # submits and waits
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - t0)
+            for out in outs:
+                backend.release(out)
+    return best
+
+
+def measure_f16(backend: WebGPUBackend) -> dict[bool, float]:
+    """Seconds per decode-shaped float16 product with and without f16 arithmetic."""
+    weight = _weight(backend, 768, 3072, "float16")
+    one = backend.tensor([[0.01 * (i % 13) for i in range(768)]], "float32")
+    try:
+        return _best(backend, {flag: lambda flag=flag: setattr(backend, "f16_arithmetic", flag)
+                               for flag in (True, False)},
+                     lambda: [backend.linear(one, weight, None, None, None)])
+    finally:
+        backend.release(one)
+        backend.release(weight)
 
 
 def measure(backend: WebGPUBackend) -> dict[str, float]:
     """Seconds per run of the two products under each profile (best of _ROUNDS, alternated)."""
     k, n, rows = 768, 3072, 32
-    weights = {}
-    for shape in ((k, n), (k, k)):
-        values = array("f", [((i * 7919) % 61 - 30) / 300.0 for i in range(shape[1])]) * shape[0]
-        weights[shape] = backend.upload(HostTensor("float32", shape, values.tobytes()),
-                                        "linear", backend.dtype)
+    weights = {shape: _weight(backend, *shape, backend.dtype) for shape in ((k, n), (k, k))}
     one = backend.tensor([[0.01 * (i % 13) for i in range(k)]], "float32")
     many = backend.tensor([[0.01 * ((i + r) % 13) for i in range(k)] for r in range(rows)],
                           "float32")
-    best = dict.fromkeys(PROFILES, float("inf"))
     try:
-        for round_ in range(_ROUNDS + 1):  # round 0 builds the pipelines
-            for name, profile in PROFILES.items():
-                backend.device_profile = profile
-                t0 = time.perf_counter()
-                outs = [backend.linear(one, weights[(k, n)], None, None, None),
-                        backend.linear(many, weights[(k, k)], None, None, None)]
-                backend.recorder.read(outs[1].buffer, 0, 4)  # submits and waits
-                if round_:
-                    best[name] = min(best[name], time.perf_counter() - t0)
-                for out in outs:
-                    backend.release(out)
+        return _best(backend, {name: lambda p=profile: setattr(backend, "device_profile", p)
+                               for name, profile in PROFILES.items()},
+                     lambda: [backend.linear(one, weights[(k, n)], None, None, None),
+                              backend.linear(many, weights[(k, k)], None, None, None)])
     finally:
         for tensor in (one, many, *weights.values()):
             backend.release(tensor)
-    return best
