@@ -2,8 +2,8 @@
 weight-streaming floor.
 
     python benchmarks/webgpu_decode.py [--rounds 3] [--new-tokens 32] [--prompt-tokens 32]
-        [--long-prompt 512] [--search-tokens 8] [--device-profile small|large]
-        [--kv-dtype float32|float16] [--profile]
+        [--long-prompt 512] [--search-tokens 8] [--device-profile small|large|measure]
+        [--kv-dtype float32|float16] [--f16-arithmetic auto|on|off] [--profile]
 
 Batch 1. For float32 and float16 weight storage, measured interleaved in one run
 (A B A B ..., medians, since this machine's speed drifts): prefill of a 32-token and a
@@ -12,8 +12,10 @@ beam-4 and contrastive-4 ms/token (`--search-tokens` steps; 0 skips them), the s
 floor (one submission of a kernel that only reads every weight buffer once:
 webgpu_stream.py) and each time's ratio to it, and per greedy token the dispatches,
 submissions and bytes read back. It also checks that the float32 greedy tokens equal the cpu
-backend's. `--profile` (needs timestamp-query) then times every kernel of one decode step and
-of one 32-token prefill and prints each kernel's share.
+backend's. `--f16-arithmetic on|off` pins whether the float16 run multiplies in f16
+(shader-f16; by default the device profile decides). `--profile` (needs timestamp-query)
+then times every kernel of one decode step and of one 32-token prefill and prints each
+kernel's share.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ def _all_weights(layer):
 class Runner:
     """One model on one webgpu backend, and the measurements of it."""
 
-    def __init__(self, folder, dtype: str, device_profile: str | None, kv_dtype: str) -> None:
+    def __init__(self, folder, dtype: str, device_profile: str | None, kv_dtype: str,
+                 f16_arithmetic: bool | None = None) -> None:
         from webgpt2.backends.webgpu import WebGPUBackend
         from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 
         self.backend = WebGPUBackend(dtype=dtype, device_profile=device_profile,
-                                     kv_dtype=kv_dtype)
+                                     kv_dtype=kv_dtype, f16_arithmetic=f16_arithmetic)
         self.lm = GPT2CausalLM.from_pretrained(folder, backend=self.backend, dtype=dtype,
                                                progress=False)
         self.weights = list(_all_weights(self.lm.backbone))
@@ -133,10 +136,13 @@ def main() -> None:
                         help="tokens of the long prefill (0 skips it)")
     parser.add_argument("--search-tokens", type=int, default=8,
                         help="new tokens of beam-4 and contrastive-4 (0 skips them)")
-    parser.add_argument("--device-profile", choices=("small", "large"), default=None,
-                        help="force the kernel shapes of a small or a large device")
+    parser.add_argument("--device-profile", choices=("small", "large", "measure"),
+                        default=None, help="force the kernel shapes of a small or a large "
+                        "device, or measure both (cached per adapter)")
     parser.add_argument("--kv-dtype", choices=("float32", "float16"), default="float32",
                         help="storage of the KV cache")
+    parser.add_argument("--f16-arithmetic", choices=("auto", "on", "off"), default="auto",
+                        help="float16 run: multiply in f16 (shader-f16) or not")
     parser.add_argument("--profile", action="store_true",
                         help="print each kernel's share of a decode step and of a prefill")
     args = parser.parse_args()
@@ -144,13 +150,16 @@ def main() -> None:
     folder = checkpoint()
     prompt = list(range(1000, 1000 + args.prompt_tokens))
     long_prompt = [(7 * i) % 50000 for i in range(args.long_prompt)]
-    runners = {dtype: Runner(folder, dtype, args.device_profile, args.kv_dtype)
+    f16 = {"auto": None, "on": True, "off": False}[args.f16_arithmetic]
+    runners = {dtype: Runner(folder, dtype, args.device_profile, args.kv_dtype,
+                             f16 if dtype == "float16" else None)
                for dtype in ("float32", "float16")}
     backend = runners["float32"].backend
     info = backend.describe()
     print(f"GPT-2 124M (12 layers, 768 wide, 50257 vocab) on webgpu: {info['adapter']} "
           f"({info['backend_type']}, {info['driver']} driver)")
-    print(f"device profile: {backend.device_profile}, KV cache {args.kv_dtype}")
+    print(f"device profile: {backend.device_profile}, KV cache {args.kv_dtype}, float16 "
+          f"arithmetic in the float16 run: {runners['float16'].backend.f16_arithmetic}")
     print(f"batch 1, {args.prompt_tokens}-token prompt, {args.new_tokens} new tokens greedy, "
           f"{args.rounds} rounds interleaved, medians")
     for r in runners.values():  # warm: pipelines, pools, bind groups
