@@ -19,7 +19,7 @@
 // varies fastest over the flattened x * y grid, so the workgroups that run one after the other
 // share their W rows in cache.
 
-const BROADCAST_ROWS: u32 = 8u;  // 16 is no faster on lavapipe (accumulators spill)
+const BROADCAST_ROWS: u32 = 8u;  // more rows' accumulators spill out of the registers
 const BROADCAST_COLUMNS: u32 = 64u;
 
 struct Tile {

@@ -8,12 +8,12 @@
 // inside one subgroup) share ROWS adjacent W rows: each reads every 8th vec4 word of the rows,
 // so a lane group streams contiguous memory and loads each x vector once for all its rows;
 // the partial sums meet in lane_group_sum. Eight rows rather than four: on CPU adapters a
-// load costs more than the arithmetic it feeds, and more rows share each x load (lavapipe
-// decodes float32 about 10% faster so). Rows must be whole words (K a multiple of 4 for
-// f32, of 8 for f16) and x rows start on a vec4 boundary; other shapes use linear.wgsl's
-// matvec. Each dtype has its own entry point, so that the inner loop is short and carries
-// no dtype branch: not every shader compiler hoists a uniform branch out of a loop, and CPU
-// implementations such as lavapipe run the branching loop markedly slower.
+// load costs more than the arithmetic it feeds, and more rows share each x load (sixteen
+// rows' accumulators no longer fit the registers and spill). Rows must be whole words (K a
+// multiple of 4 for f32, of 8 for f16) and x rows start on a vec4 boundary; other shapes use
+// linear.wgsl's matvec. Each dtype has its own entry point, so that the inner loop is short
+// and carries no dtype branch: not every shader compiler hoists a uniform branch out of a
+// loop, and CPU implementations such as lavapipe run the branching loop markedly slower.
 // Workgroup: 64 invocations = 8 lane groups = COLUMNS output columns, which the backend
 // sizes its grid by; flattened over x and y. With split K (linear.wgsl) a workgroup covers
 // its columns over one part of K.
