@@ -8,8 +8,9 @@ medians, since this machine's memory bandwidth drifts): decode ms/token after a 
 prompt; the streaming floor, the same linear kernel (M = 1) called once over every weight
 matrix a decode step reads (each block's four, and the tied token table), with no other
 work: what a decode step cannot go under with these kernels; their ratio; and the prefill
-of 32 and 128 tokens (generation's prefill: the cache and the last position's logits). It
-also checks that the float32 tokens equal the cpu backend's.
+of 32 and 128 tokens (generation's prefill: the cache and the last position's logits); then
+each later dtype's decode time over the first's. It also checks that the float32 tokens
+equal the cpu backend's.
 """
 
 from __future__ import annotations
@@ -130,6 +131,10 @@ def main() -> None:
         decode_ms, floor_ms = median(r["decode"]), median(r["floor"])
         print(f"{dtype:>8} {decode_ms:14.2f} {floor_ms:9.2f} {decode_ms / floor_ms:6.2f} "
               f"{median(r['prefill32']):14.1f} {median(r['prefill128']):15.1f}")
+    first, *others = results
+    for dtype in others:
+        ratio = median(results[dtype]["decode"]) / median(results[first]["decode"])
+        print(f"decode {dtype} / {first}: {ratio:.2f}")
 
 
 if __name__ == "__main__":
