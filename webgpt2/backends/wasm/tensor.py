@@ -44,8 +44,10 @@ class WasmTensor:
 
     Activations are float32 or int32, row-major ("plain"). Weights uploaded with layout
     "linear" keep the host's shape (K, N) but are stored [N, K]; "embedding" tables are
-    stored as given; both may be stored float16. A KV cache ("cache", a 6-D float tensor made
-    by `zeros` or `tensor`) is stored [B, L, 2, nh, T, hd] for the shape [B, L, 2, T, nh, hd].
+    stored as given; both may be stored float16, packed for the kernels (scaled by 2^10,
+    permuted in groups of 8, padded to whole groups: weights.py, wasm/common.h). A KV cache
+    ("cache", a 6-D float tensor made by `zeros` or `tensor`) is stored [B, L, 2, nh, T, hd]
+    for the shape [B, L, 2, T, nh, hd].
     """
 
     __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "_memory")
