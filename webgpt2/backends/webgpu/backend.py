@@ -155,6 +155,12 @@ class WebGPUBackend(Backend):
             return False
         return all(v == expected(i) for i, v in enumerate(values))
 
+    def _cpu_lanes(self) -> bool:
+        """Whether the one-subgroup-per-workgroup kernels (layer_norm_lanes.wgsl,
+        attend_prompt) suit: a small device whose subgroups are exactly 8 lanes (a GPU with
+        8-lane subgroups would run far too few invocations per workgroup)."""
+        return self.lane_broadcast and self.device_profile.name == "small"
+
     def _read(self, x: WebGPUTensor, count: int) -> bytes:
         """The first `count` 4-byte values of x's buffer, once pending work has run."""
         return self.recorder.read(x.buffer, 0, count * 4)
@@ -264,7 +270,7 @@ class WebGPUBackend(Backend):
         for r0, r1 in self.buffers.row_chunks(rows, [(x, hidden), (out, hidden)]):
             x_binding, x_shift = self.buffers.bind(1, x, r0 * hidden, r1 * hidden)
             y_binding, y_shift = self.buffers.bind(4, out, r0 * hidden, r1 * hidden)
-            if self.lane_broadcast and (hidden | x_shift | y_shift) % 4 == 0:
+            if self._cpu_lanes() and (hidden | x_shift | y_shift) % 4 == 0:
                 kernel = self.recorder.kernel("layer_norm_lanes.wgsl", "layer_norm_lanes")
             else:
                 kernel = self.recorder.kernel("layer_norm.wgsl", "layer_norm")
@@ -352,7 +358,7 @@ class WebGPUBackend(Backend):
                     self.recorder.kernel(lanes, "attend_decode"),
                     [q_binding, c_binding, o_binding, bind(4, scratch)[0]],
                     (b1 - b0) * num_heads, **params)  # a workgroup per (head, batch row)
-            elif self.lane_broadcast and vector_rows and head_dim <= 64:
+            elif self._cpu_lanes() and vector_rows and head_dim <= 64:
                 prompt = self.recorder.kernel(lanes, "attend_prompt")
                 blocks = ceil_div(seq_len, prompt.constants["PROMPT_QUERIES"])
                 self.recorder.dispatch(prompt, [q_binding, c_binding, o_binding],
