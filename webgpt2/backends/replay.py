@@ -49,10 +49,11 @@ class _Tracer:
         if not callable(attribute):
             return attribute
 
-        def traced(*args: Any) -> Any:
+        def traced(*args: Any, **keywords: Any) -> Any:
             copied = tuple(bytes(a) if isinstance(a, _BUFFERS) else a for a in args)
-            result = attribute(*args)
-            self.events.append((name, copied, result))
+            result = attribute(*args, **keywords)
+            # A call with keywords is recorded under a name no replayable step allows.
+            self.events.append((f"{name}(**)" if keywords else name, copied, result))
             return result
 
         return traced
@@ -67,7 +68,9 @@ class StepReplayer:
 
     install(driver) puts `driver` where the backend's operations reach the device and
     returns the one it replaces; allocations() counts the allocator's hand-outs so far;
-    idle() says whether the backend has no recorded work pending.
+    idle() says whether the backend has no recorded work pending; calls names the driver
+    methods a replayable step may make (writes, runs, reads: a step that frees or makes
+    anything on the device is not replayed).
 
     Example (the generation loop makes one per greedy generation, where the backend has one):
         >>> from webgpt2 import GPT2Backbone, GPT2CausalLM
@@ -82,8 +85,9 @@ class StepReplayer:
     """
 
     def __init__(self, install: Callable[[Any], Any], allocations: Callable[[], int],
-                 idle: Callable[[], bool]) -> None:
+                 idle: Callable[[], bool], calls: frozenset[str]) -> None:
         self._install = install
+        self._calls = calls
         self._allocations = allocations
         self._idle = idle
         self.replayed = 0  # steps run from the program (for tests and benchmarks)
@@ -116,7 +120,8 @@ class StepReplayer:
             self._install(tracer._driver)
         self._driver = tracer._driver
         events = tracer.events
-        if not self._is_step(events, tokens, sampled):
+        if not self._is_step(events, tokens, sampled) or any(
+                e[0] not in self._calls for e in events):
             self._seen.clear()
             return sampled
         if self._seen and self._seen[-1][0] != index - 1:

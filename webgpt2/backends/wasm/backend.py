@@ -113,7 +113,7 @@ class WasmBackend(Backend):
             return replaced
 
         return StepReplayer(install, lambda: self.memory.allocations,
-                            lambda: not len(self.commands))
+                            lambda: not len(self.commands), frozenset(("write", "call", "read")))
 
     def _temporary(self, nbytes: int) -> int:
         """Scratch memory for one operation; give it back with _done(offset, nbytes)."""

@@ -217,6 +217,9 @@ class WebGPUBackend(Backend):
         if x._finalizer is not None:
             x._finalizer()
 
+    def step_replayer(self) -> Any:
+        return self.buffers.step_replayer()
+
     def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> WebGPUTensor:
         storage = dtype or self.dtype
         if layout == "plain":

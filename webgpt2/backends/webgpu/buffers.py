@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from webgpt2.backends.pool import DEFAULT_LIMIT_BYTES, FreeList
+from webgpt2.backends.replay import StepReplayer
 from webgpt2.backends.webgpu.driver import Binding, DriverError
 from webgpt2.backends.webgpu.recorder import Recorder
 from webgpt2.backends.webgpu.tensor import WebGPUTensor, ceil_div
@@ -46,6 +47,7 @@ class Buffers:
         self.alignment = int(limits.get("min_storage_buffer_offset_alignment", 256))
         self.poison = False
         self._pool: FreeList[Any] = FreeList(DEFAULT_LIMIT_BYTES, _POOL_MAX_BUFFER)
+        self.allocations = 0  # tensors handed out so far (a replayed step checks it)
         self._placeholder = self.driver.create_buffer(16, "storage", "placeholder")
 
     def new(self, shape: Sequence[int], dtype: str = "float32", zeroed: bool = False,
@@ -54,6 +56,7 @@ class Buffers:
         `zeroed` ones are fresh buffers (WebGPU zeroes them). float16 tensors (KV caches)
         hold two values per 4-byte word."""
         nbytes = math.prod(shape) * (2 if dtype == "float16" else 4)
+        self.allocations += 1
         if zeroed:
             size = max(ceil_div(nbytes, 16) * 16, 16)
             buffer = self.driver.create_buffer(size, "storage", label)
@@ -67,6 +70,20 @@ class Buffers:
         tensor = WebGPUTensor(shape, dtype, buffer, size)
         tensor._finalizer = weakref.finalize(tensor, self._release, buffer, size)
         return tensor
+
+    def step_replayer(self) -> StepReplayer:
+        """Replays greedy decode steps (backends/replay.py) from the calls of the driver that
+        the recorder and this pool share: the ids' write, the parameters' write, the submit
+        and the read."""
+        recorder = self.recorder
+
+        def install(driver: Any) -> Any:
+            replaced, recorder.driver = recorder.driver, driver
+            self.driver = driver
+            return replaced
+
+        return StepReplayer(install, lambda: self.allocations, recorder.idle,
+                            frozenset(("write_buffer", "submit", "read_buffer")))
 
     def own(self, tensor: WebGPUTensor, buffers: Sequence[Any]) -> WebGPUTensor:
         """Destroy these buffers (a weight's) when the tensor is released or collected."""

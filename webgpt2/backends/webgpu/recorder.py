@@ -192,6 +192,10 @@ class Recorder:
                               f"{self.max_workgroups} x {self.max_workgroups}")
         return (x, y, 1)
 
+    def idle(self) -> bool:
+        """Whether no work is pending (nor being submitted)."""
+        return not self._pending and not self._submitting
+
     def discard(self) -> None:
         """Forget the pending work (after a dispatch that failed to record)."""
         self._pending = []
