@@ -11,11 +11,12 @@ Batch 1. For float32 and float16 weight storage, measured interleaved in one run
 beam-4 and contrastive-4 ms/token (`--search-tokens` steps; 0 skips them), the streaming
 floor (one submission of a kernel that only reads every weight buffer once:
 webgpu_stream.py) and each time's ratio to it, and per greedy token the dispatches,
-submissions and bytes read back. It also checks that the float32 greedy tokens equal the cpu
-backend's. `--f16-arithmetic on|off` pins whether the float16 run multiplies in f16
-(shader-f16; by default the device profile decides). `--profile` (needs timestamp-query)
-then times every kernel of one decode step and of one 32-token prefill and prints each
-kernel's share.
+submissions and bytes read back, and the host's time per greedy token of generate() outside
+the device's waits, with the model's Python and with replayed steps. It also checks that
+the float32 greedy tokens equal the cpu backend's. `--f16-arithmetic on|off` pins whether
+the float16 run multiplies in f16 (shader-f16; by default the device profile decides).
+`--profile` (needs timestamp-query) then times every kernel of one decode step and of one
+32-token prefill and prints each kernel's share.
 """
 
 from __future__ import annotations
@@ -56,6 +57,39 @@ class Runner:
                                        last_position_only=True)
         token = backend.argmax(lm.project(backend.select_position(hidden, 0)))[0]
         return (time.perf_counter() - t0) * 1e3, token, cache
+
+    def host(self, prompt: list[int], new_tokens: int, replay: bool) -> float:
+        """ms per greedy token of generate() spent on the host, not waiting for the device
+        (wall time less the read-backs' waits): the model's Python and the encoding of each
+        step, or with `replay` the replayed steps' encoding only (backends/replay.py)."""
+        lm, backend = self.lm, self.backend
+        driver, waited = backend.recorder.driver, [0.0]
+        read = driver.read_buffer
+
+        def timed_read(*args):
+            t0 = time.perf_counter()
+            try:
+                return read(*args)
+            finally:
+                waited[0] += time.perf_counter() - t0
+
+        driver.read_buffer = timed_read
+        if not replay:
+            backend.step_replayer = lambda: None
+        inputs = {"token_ids": [prompt + [0] * new_tokens],
+                  "padding_mask": [[True] * len(prompt) + [False] * new_tokens]}
+        try:
+            lm.generate_step(inputs)  # the prefill's share is taken out below
+            t0, waited[0] = time.perf_counter(), 0.0
+            lm.generate_step(inputs)
+            whole = time.perf_counter() - t0 - waited[0]
+            t0, waited[0] = time.perf_counter(), 0.0
+            lm.generate_step({k: [v[0][:len(prompt) + 1]] for k, v in inputs.items()})
+            prefill = time.perf_counter() - t0 - waited[0]
+        finally:
+            del driver.read_buffer
+            backend.__dict__.pop("step_replayer", None)
+        return (whole - prefill) * 1e3 / (new_tokens - 1)
 
     def greedy(self, prompt: list[int], new_tokens: int):
         """(prefill ms, decode ms/token, tokens, counters per decode token)."""
@@ -168,7 +202,7 @@ def main() -> None:
         if args.search_tokens:
             r.search(prompt, 2, sampler="beam", num_beams=4)
             r.search(prompt, 2, sampler="contrastive", top_k=4, penalty_alpha=0.6)
-    names = ("floor", "prefill", "long", "decode", "beam", "contrastive")
+    names = ("floor", "prefill", "long", "decode", "beam", "contrastive", "host", "replayed")
     results = {dtype: {k: [] for k in names} for dtype in runners}
     tokens, counters = {}, {}
     for _ in range(args.rounds):
@@ -178,6 +212,8 @@ def main() -> None:
             prefill, decode, tokens[dtype], counters[dtype] = r.greedy(prompt, args.new_tokens)
             res["prefill"].append(prefill)
             res["decode"].append(decode)
+            res["host"].append(r.host(prompt, args.new_tokens, replay=False))
+            res["replayed"].append(r.host(prompt, args.new_tokens, replay=True))
             if args.long_prompt:
                 ms, _, cache = r.prefill(long_prompt, args.long_prompt + 1)
                 r.backend.release(cache)
@@ -211,6 +247,9 @@ def main() -> None:
             for name in ("beam", "contrastive"):
                 print(f"    {name}-4 {m[name]:8.2f} ms/token   {m[name] / floor:5.2f}x floor   "
                       f"{m[name] / m['decode']:.2f}x greedy")
+        print(f"    host time per greedy token of generate(), outside the device's waits: "
+              f"{m['host']:.2f} ms with the model's Python, {m['replayed']:.2f} ms replayed "
+              f"(backends/replay.py)")
         print(f"    per greedy token: {c['dispatches']:.1f} dispatches, {c['submissions']:.2f} "
               f"submissions, {c['bytes_read']:.1f} bytes read back, "
               f"{c['bytes_written']:.1f} bytes written")
