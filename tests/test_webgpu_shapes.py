@@ -136,3 +136,67 @@ def test_float16_arithmetic_pinned_off_and_on(backend, tiny_checkpoint, tiny_mod
     expected = np.array(cpu.backend.to_list(cpu.call_with_cache([[5]], cpu_cache, 8)[0]))
     got = np.array(b.to_list(step))
     assert np.abs(got - expected).max() <= F16_LOGITS_TOLERANCE * np.abs(expected).max()
+
+
+# ---- prompt attention in blocks (attention_blocks.wgsl, the large profile) -------------------
+def _attention_reference(qkv: np.ndarray, cache: np.ndarray, start: int, heads: int,
+                         kv_dtype: str) -> np.ndarray:
+    """Writes qkv's keys and values into cache [B, 2, T, nh, hd] at start.. (rounded as a
+    float16 cache stores them) and returns the causal attention of its queries, in float64."""
+    batch, seq_len, three_hidden = qkv.shape
+    hidden = three_hidden // 3
+    hd = hidden // heads
+    q, k, v = (qkv[..., i * hidden:(i + 1) * hidden].reshape(batch, seq_len, heads, hd)
+               for i in range(3))
+    stored = np.float16 if kv_dtype == "float16" else np.float32
+    cache[:, 0, start:start + seq_len] = k.astype(stored)
+    cache[:, 1, start:start + seq_len] = v.astype(stored)
+    out = np.zeros((batch, seq_len, heads, hd))
+    for s in range(seq_len):
+        keys, vals = (cache[:, i, :start + s + 1].astype(np.float64) for i in (0, 1))
+        scores = np.einsum("bthd,bhd->bht", keys, q[:, s]) / math.sqrt(hd)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        out[:, s] = np.einsum("bht,bthd->bhd", weights / weights.sum(-1, keepdims=True), vals)
+    return out.reshape(batch, seq_len, hidden)
+
+
+@pytest.mark.parametrize("kv_dtype", ["float32", "float16"])
+def test_large_profile_prompt_attention_in_blocks(backend, kv_dtype):
+    """Prompts shorter than, equal to and across attend_blocks' blocks of 16 queries and
+    tiles of 32 keys, at cache offsets 0 and 5, every query and the last alone, against
+    NumPy; the cache holds what the reference wrote, and NaN-poisoned outputs show any
+    value the kernel left unwritten."""
+    from webgpt2.backends.webgpu import WebGPUBackend, attention
+
+    b = WebGPUBackend(driver=backend.driver, device_profile="large", kv_dtype=kv_dtype)
+    b.poison = True
+    family = "attention_blocks_f16.wgsl" if kv_dtype == "float16" else "attention_blocks.wgsl"
+    r = np.random.default_rng(16)
+    batch, max_length = 2, 80
+    for heads, hd in ((2, 64), (3, 6)):
+        hidden = heads * hd
+        for start in (0, 5):
+            past = r.standard_normal((batch, start, 3 * hidden)).astype(np.float32)
+            for seq_len in (1, 15, 17, 64, 70):
+                assert attention.uses_blocks(b, seq_len, hd, kv_dtype == "float16") \
+                    is (seq_len > 1)
+                qkv = r.standard_normal((batch, seq_len, 3 * hidden)).astype(np.float32)
+                for last_only in (False, True):
+                    cache = b.zeros((batch, 1, 2, max_length, heads, hd))
+                    expected_cache = np.zeros((batch, 2, max_length, heads, hd), np.float32)
+                    if start:
+                        b.cached_attention(b.tensor(past.tolist(), "float32"), cache, 0, 0,
+                                           heads)
+                        _attention_reference(past, expected_cache, 0, heads, kv_dtype)
+                    expected = _attention_reference(qkv, expected_cache, start, heads,
+                                                     kv_dtype)
+                    out = b.cached_attention(b.tensor(qkv.tolist(), "float32"), cache, 0,
+                                             start, heads, last_position_only=last_only)
+                    if last_only:
+                        expected = expected[:, -1:]
+                    assert b.shape(out) == expected.shape
+                    np.testing.assert_allclose(values(b, out), expected, rtol=1e-4, atol=2e-5)
+                    np.testing.assert_array_equal(values(b, cache)[:, 0], expected_cache)
+    assert (family, "attend_blocks") in b.recorder._kernels
+    small = WebGPUBackend(driver=backend.driver, device_profile="small", kv_dtype=kv_dtype)
+    assert not attention.uses_blocks(small, 17, 64, kv_dtype == "float16")

@@ -15,7 +15,6 @@ runs unchanged in a Pyodide without numpy.
 
 from __future__ import annotations
 
-import math
 import struct
 import sys
 from array import array
@@ -23,7 +22,7 @@ from typing import Any
 
 from webgpt2.backends.base import Backend, HostTensor
 from webgpt2.backends.host import packed
-from webgpt2.backends.webgpu import generation, tuning
+from webgpt2.backends.webgpu import attention, generation, tuning
 from webgpt2.backends.webgpu.buffers import Buffers
 from webgpt2.backends.webgpu.device_profile import SMALL, choose_profile
 from webgpt2.backends.webgpu.driver import Binding, Driver, DriverError
@@ -301,76 +300,9 @@ class WebGPUBackend(Backend):
     def _cached_attention(self, qkv: WebGPUTensor, cache: WebGPUTensor, layer_index: int,
                           cache_update_index: int, num_heads: int,
                           last_position_only: bool) -> WebGPUTensor:
-        if last_position_only:
-            # Every query is computed (one dispatch for all of them), then the last selected.
-            full = self._cached_attention(qkv, cache, layer_index, cache_update_index,
-                                          num_heads, False)
-            last = self._select_position(full, full.shape[1] - 1)
-            self.release(full)
-            return last
-        batch, seq_len, three_hidden = qkv.shape
-        hidden = three_hidden // 3
-        head_dim = hidden // num_heads
-        layers, max_length = cache.shape[1], cache.shape[3]
-        # A float16 cache holds two values per word: its bindings are in words, the
-        # kernels' offsets and strides still in values.
-        f16 = cache.dtype == "float16"
-        unit = 2 if f16 else 1
-        family = "attention_f16.wgsl" if f16 else "attention.wgsl"
-        kv_write = self.recorder.kernel(family, "kv_write_f16" if f16 else "kv_write")
-        attend = self.recorder.kernel(family, "attend")
-        max_head_dim = attend.constants["MAX_HEAD_DIM"]
-        if head_dim > max_head_dim or head_dim % unit:
-            raise ValueError(f"head size {head_dim}; the attention kernel supports up to "
-                             f"{max_head_dim}" + (", even sizes for a float16 cache" * f16))
-        out = self.buffers.new((batch, seq_len, hidden))
-        layer_span = 2 * max_length * hidden  # elements of cache[b, layer]
-        batch_stride = layers * layer_span
-        if cache.layout == "cache":  # head-major: [.., nh, T, hd] in memory
-            position_stride, head_stride = head_dim, max_length * head_dim
-        else:
-            position_stride, head_stride = hidden, head_dim
-        bind = self.buffers.bind
-        for b0, b1 in self.buffers.batch_chunks(batch, cache, batch_stride // unit,
-                                                 layer_span // unit):
-            first = b0 * batch_stride + layer_index * layer_span
-            end = (b1 - 1) * batch_stride + layer_index * layer_span + layer_span
-            c_binding, c_shift = bind(2, cache, first // unit, ceil_div(end, unit))
-            c_shift *= unit
-            q_binding, q_shift = bind(1, qkv, b0 * seq_len * three_hidden,
-                                      b1 * seq_len * three_hidden)
-            o_binding, o_shift = bind(3, out, b0 * seq_len * hidden, b1 * seq_len * hidden)
-            params = dict(batch=b1 - b0, seq_len=seq_len, hidden=hidden, heads=num_heads,
-                          head_dim=head_dim, max_length=max_length, start=cache_update_index,
-                          batch_stride=batch_stride, qkv_offset=q_shift, cache_offset=c_shift,
-                          out_offset=o_shift, scale=1.0 / math.sqrt(head_dim),
-                          position_stride=position_stride, head_stride=head_stride,
-                          kv_stride=max_length * hidden)
-            vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
-                and c_shift % 4 == 0 and o_shift % 4 == 0
-            lanes = "attention_subgroups_f16.wgsl" if f16 else "attention_subgroups.wgsl"
-            decode = seq_len == 1 and self.subgroup_matvec and vector_rows
-            if not decode:  # attend_decode writes the step's keys and values itself
-                self.recorder.dispatch(  # an invocation per value (f16: per pair of values)
-                    kv_write, [q_binding, c_binding],
-                    ceil_div((b1 - b0) * seq_len * 2 * hidden // unit, kv_write.workgroup_size),
-                    **params)
-            if decode:
-                scratch = self.buffers.new(((b1 - b0) * num_heads, max_length))
-                self.recorder.dispatch(
-                    self.recorder.kernel(lanes, "attend_decode"),
-                    [q_binding, c_binding, o_binding, bind(4, scratch)[0]],
-                    (b1 - b0) * num_heads, **params)  # a workgroup per (head, batch row)
-            elif self._cpu_lanes() and vector_rows and head_dim <= 64:
-                prompt = self.recorder.kernel(lanes, "attend_prompt")
-                blocks = ceil_div(seq_len, prompt.constants["PROMPT_QUERIES"])
-                self.recorder.dispatch(prompt, [q_binding, c_binding, o_binding],
-                                        (b1 - b0) * blocks * num_heads, **params)
-            else:
-                blocks = ceil_div(seq_len, attend.constants["QUERIES"])
-                self.recorder.dispatch(attend, [q_binding, c_binding, o_binding],
-                                        (b1 - b0) * blocks * num_heads, **params)
-        return out
+        # attention.py chooses the kernels (decode, prompt blocks on the large profile, ...).
+        return attention.cached_attention(self, qkv, cache, layer_index, cache_update_index,
+                                          num_heads, last_position_only)
 
     def _select_position(self, x: WebGPUTensor, index: int) -> WebGPUTensor:
         batch, seq_len, hidden = x.shape

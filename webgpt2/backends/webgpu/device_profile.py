@@ -34,12 +34,16 @@ class DeviceProfile:
     """name: "small" or "large". target_workgroups: how many workgroups a matrix-vector
     product should start (its K is split until it does; 0: never split). max_splits: the
     most parts K is split into. min_split_words: the fewest vec4 words of K per part, so
-    that a part is still a stream, not a few loads."""
+    that a part is still a stream, not a few loads. block_attention: a prompt's attention
+    runs in query blocks against key tiles in workgroup memory (attention_blocks.wgsl), which
+    pays where loads from memory cost more than barriers; a CPU adapter, whose barriers are
+    thread synchronisations, keeps attention.wgsl / attend_prompt."""
 
     name: str
     target_workgroups: int
     max_splits: int = 8
     min_split_words: int = 32
+    block_attention: bool = False
 
     def matvec_splits(self, workgroups: int, k_words: int) -> int:
         """Parts to split K into for a product that starts `workgroups` workgroups unsplit
@@ -54,7 +58,7 @@ class DeviceProfile:
 
 
 SMALL = DeviceProfile("small", target_workgroups=0)
-LARGE = DeviceProfile("large", target_workgroups=256)
+LARGE = DeviceProfile("large", target_workgroups=256, block_attention=True)
 PROFILES = {"small": SMALL, "large": LARGE}
 
 
