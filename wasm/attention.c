@@ -165,10 +165,10 @@ struct attention_job {
     int B, S, H, nh, T, L, layer, start, last_only;
 };
 
-/* Part `part` of `parts`: a range of the B * nh (row, head) pairs. Split (parts > 1) only
- * when each head has fewer than four queries (a decode step): thread i then takes scores
- * [i (start + S), (i + 1) (start + S)) and queries [i hd, (i + 1) hd) of the scratch. */
-static void attention_part(const void *args, int part, int parts, int thread) {
+/* Chunk `chunk` of `chunks`: a range of the B * nh (row, head) pairs. Split (chunks > 1)
+ * only when each head has fewer than four queries (a decode step): thread i then takes
+ * scores [i (start + S), (i + 1) (start + S)) and queries [i hd, (i + 1) hd) of the scratch. */
+static void attention_part(const void *args, int chunk, int chunks, int thread) {
     const struct attention_job *j = args;
     int S = j->S, H = j->H, nh = j->nh, start = j->start, last_only = j->last_only;
     int hd = H / nh;
@@ -177,8 +177,8 @@ static void attention_part(const void *args, int part, int parts, int thread) {
     float scale = 1.0f / __builtin_sqrtf((float)hd);
     float *scores = j->scores + (long)thread * (start + S);
     float *queries = j->scores + 4L * (start + S) + (long)thread * hd;
-    int units = j->B * nh, share = (units + parts - 1) / parts;
-    int ub = part * share, ue = ub + share < units ? ub + share : units;
+    int units = j->B * nh, share = (units + chunks - 1) / chunks;
+    int ub = chunk * share, ue = ub + share < units ? ub + share : units;
     for (int unit = ub; unit < ue; unit++) {
         int b = unit / nh, h = unit % nh;
         const float *layer_cache = j->cache + ((long)b * j->L + j->layer) * layer_span;
@@ -225,11 +225,12 @@ void attention(const float *qkv, float *cache, float *out, float *scores, int B,
     }
     struct attention_job j = {qkv, cache, out, scores, B, S, H, nh, T, L, layer, start,
                               last_only};
-    int parts = 1;
-    if ((last_only || S < 4) && B * nh > 1 &&
-        2LL * B * nh * (last_only ? 1 : S) * (start + S) * hd >= MIN_SPLIT_WORK)
+    int parts = 1, units = B * nh, chunks;
+    if ((last_only || S < 4) && units > 1 &&
+        2LL * units * (last_only ? 1 : S) * (start + S) * hd >= MIN_SPLIT_WORK)
         parts = pool_parts();
-    pool_run(attention_part, &j, parts);
+    chunks = parts * POOL_CHUNKS_PER_THREAD < units ? parts * POOL_CHUNKS_PER_THREAD : units;
+    pool_run(attention_part, &j, parts > 1 ? chunks : 1, parts);
 }
 
 EXPORT(reorder_cache)

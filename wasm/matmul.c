@@ -243,13 +243,13 @@ struct product {
     int M, K, N, flags;
 };
 
-/* Part `part` of `parts`: a range of outputs, even so that the 2-wide tiles stay whole, with
- * its GELU and residual. */
-static void product_part(const void *args, int part, int parts, int thread) {
+/* Chunk `chunk` of `chunks`: a range of outputs, even so that the 2-wide tiles stay whole,
+ * with its GELU and residual. */
+static void product_part(const void *args, int chunk, int chunks, int thread) {
     const struct product *p = args;
     int f16 = (p->flags & F_W16) != 0;
-    int share = ((p->N + parts - 1) / parts + 1) & ~1;
-    int nb = part * share, ne = nb + share < p->N ? nb + share : p->N;
+    int share = ((p->N + chunks - 1) / chunks + 1) & ~1;
+    int nb = chunk * share, ne = nb + share < p->N ? nb + share : p->N;
     if (nb >= ne) return;
     /* One row has nothing to reuse: stream w once, front to back. A few rows of float16
      * weights also go row by row: widening the weights costs more than reading them. */
@@ -273,7 +273,7 @@ void linear(const float *x, const void *w, const float *bias, const float *resid
             float *out, int M, int K, int N, int flags) {
     struct product p = {x, w, bias, residual, out, M, K, N, flags};
     int parts = (long long)M * K * N >= MIN_SPLIT_WORK && N >= 64 ? pool_parts() : 1;
-    pool_run(product_part, &p, parts);
+    pool_run(product_part, &p, parts > 1 ? parts * POOL_CHUNKS_PER_THREAD : 1, parts);
 }
 
 /* The streaming floor for benchmarks: reads n bytes at p (16 at a time) and returns a value
