@@ -30,24 +30,7 @@
 // attention_load.wgsl float32, attention_load_f16.wgsl float16), 3 out (f32).
 // Workgroups are flattened over x and y.
 
-struct Params {
-    batch: u32,
-    seq_len: u32,
-    hidden: u32,
-    heads: u32,
-    head_dim: u32,
-    max_length: u32,
-    start: u32,
-    batch_stride: u32,
-    qkv_offset: u32,
-    cache_offset: u32,
-    out_offset: u32,
-    scale: f32,
-    position_stride: u32,
-    head_stride: u32,
-    kv_stride: u32,
-    first_query: u32,
-}
+//!include attention_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;

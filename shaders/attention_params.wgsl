@@ -1,5 +1,5 @@
-// attention_params: the uniform parameters that attention.wgsl and attention_subgroups.wgsl
-// share (the backend packs them once, in this order, for both).
+// attention_params: the uniform parameters that attention.wgsl, attention_subgroups.wgsl and
+// attention_blocks.wgsl share (the backend packs them once, in this order, for all).
 struct Params {
     batch: u32,         // batch rows in this dispatch
     seq_len: u32,       // S
@@ -16,4 +16,5 @@ struct Params {
     position_stride: u32,
     head_stride: u32,
     kv_stride: u32,
+    first_query: u32,   // the first query computed (attend_blocks; 0 elsewhere)
 }

@@ -84,7 +84,7 @@ def cached_attention(backend: Any, qkv: WebGPUTensor, cache: WebGPUTensor, layer
                       batch_stride=batch_stride, qkv_offset=q_shift, cache_offset=c_shift,
                       out_offset=o_shift, scale=1.0 / math.sqrt(head_dim),
                       position_stride=position_stride, head_stride=head_stride,
-                      kv_stride=max_length * hidden)
+                      kv_stride=max_length * hidden, first_query=first_query)
         vector_rows = head_dim % 4 == 0 and hidden % 4 == 0 and q_shift % 4 == 0 \
             and c_shift % 4 == 0 and o_shift % 4 == 0
         lanes = "attention_subgroups_f16.wgsl" if f16 else "attention_subgroups.wgsl"
@@ -104,8 +104,7 @@ def cached_attention(backend: Any, qkv: WebGPUTensor, cache: WebGPUTensor, layer
             kernel = recorder.kernel(_blocks_family(f16), "attend_blocks")
             query_blocks = ceil_div(rows, kernel.constants["BLOCK_QUERIES"])
             recorder.dispatch(kernel, [q_binding, c_binding, o_binding],
-                              (b1 - b0) * query_blocks * num_heads, first_query=first_query,
-                              **params)
+                              (b1 - b0) * query_blocks * num_heads, **params)
         elif backend._cpu_lanes() and vector_rows and head_dim <= 64:
             prompt = recorder.kernel(lanes, "attend_prompt")
             query_blocks = ceil_div(seq_len, prompt.constants["PROMPT_QUERIES"])
