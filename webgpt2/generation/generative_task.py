@@ -309,11 +309,16 @@ class GenerativeTask:
         if type(sampler) is GreedySampler and not options.processors:
             replayer = backend.step_replayer()
 
-        def greedy_step(tokens: list[int], index: int) -> list[int]:
+        def forward(tokens: list[int], index: int) -> Any:
+            """The logits of feeding `tokens` at cache index `index` (the cache in place)."""
             step = backend.tensor([[t] for t in tokens], "int32")
             logits, hidden, _ = self.call_with_cache(step, cache, index)
             backend.release(step)
             backend.release(hidden)
+            return logits
+
+        def greedy_step(tokens: list[int], index: int) -> list[int]:
+            logits = forward(tokens, index)
             try:
                 return sampler.next_tokens(backend, logits, [None] * batch)
             finally:
@@ -347,15 +352,12 @@ class GenerativeTask:
                 index += 1
                 if all(done) or index >= max_length:
                     return
-                if replayer is not None:
+                if replayer is None:
+                    logits = forward(tokens, index - 1)
+                else:
                     logits = None
                     replayed = replayer.run(lambda: greedy_step(tokens, index - 1), index - 1,
                                             tokens)
-                    continue
-                step = backend.tensor([[t] for t in tokens], "int32")
-                logits, hidden, cache = self.call_with_cache(step, cache, index - 1)
-                backend.release(step)
-                backend.release(hidden)
         finally:
             backend.release(cache)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from webgpt2.backends.base import Backend, HostTensor
 from webgpt2.backends.host import packed
+from webgpt2.backends.replay import StepReplayer
 from webgpt2.backends.webgpu import attention, generation, tuning
 from webgpt2.backends.webgpu.buffers import Buffers
 from webgpt2.backends.webgpu.device_profile import SMALL, choose_profile
@@ -216,8 +217,19 @@ class WebGPUBackend(Backend):
         if x._finalizer is not None:
             x._finalizer()
 
-    def step_replayer(self) -> Any:
-        return self.buffers.step_replayer()
+    def step_replayer(self) -> StepReplayer:
+        """Replays greedy decode steps (backends/replay.py) from the calls of the driver that
+        the recorder and the buffer pool share: the ids' write, the parameters' write, the
+        submit and the read."""
+        recorder, buffers = self.recorder, self.buffers
+
+        def install(driver: Any) -> Any:
+            replaced, recorder.driver = recorder.driver, driver
+            buffers.driver = driver
+            return replaced
+
+        return StepReplayer(install, lambda: buffers.allocations, recorder.idle,
+                            frozenset(("write_buffer", "submit", "read_buffer")))
 
     def _upload(self, host: HostTensor, layout: str, dtype: str | None) -> WebGPUTensor:
         storage = dtype or self.dtype

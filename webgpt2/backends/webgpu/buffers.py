@@ -19,7 +19,6 @@ from functools import partial
 from typing import Any
 
 from webgpt2.backends.pool import DEFAULT_LIMIT_BYTES, FreeList
-from webgpt2.backends.replay import StepReplayer
 from webgpt2.backends.webgpu.driver import Binding, DriverError
 from webgpt2.backends.webgpu.recorder import Recorder
 from webgpt2.backends.webgpu.tensor import WebGPUTensor, ceil_div
@@ -70,20 +69,6 @@ class Buffers:
         tensor = WebGPUTensor(shape, dtype, buffer, size)
         tensor._finalizer = weakref.finalize(tensor, self._release, buffer, size)
         return tensor
-
-    def step_replayer(self) -> StepReplayer:
-        """Replays greedy decode steps (backends/replay.py) from the calls of the driver that
-        the recorder and this pool share: the ids' write, the parameters' write, the submit
-        and the read."""
-        recorder = self.recorder
-
-        def install(driver: Any) -> Any:
-            replaced, recorder.driver = recorder.driver, driver
-            self.driver = driver
-            return replaced
-
-        return StepReplayer(install, lambda: self.allocations, recorder.idle,
-                            frozenset(("write_buffer", "submit", "read_buffer")))
 
     def own(self, tensor: WebGPUTensor, buffers: Sequence[Any]) -> WebGPUTensor:
         """Destroy these buffers (a weight's) when the tensor is released or collected."""
