@@ -246,6 +246,27 @@ def test_reverse_embedding(backend, hidden):
     np.testing.assert_allclose(values(backend, out), x.astype(np.float64) @ table.T, **MATMUL)
 
 
+@pytest.mark.parametrize("hidden", [24, 77])
+def test_reverse_embedding_argmax_is_argmax_of_the_logits(backend, hidden):
+    r = rng(19)
+    table = upload(backend, r.standard_normal((301, hidden)).astype(np.float32), "embedding")
+    for rows in (1, 2, 3, 5):
+        x = r.standard_normal((rows, 1, hidden)).astype(np.float32)
+        x[0, 0, :3] = 0.0
+        expected = backend.argmax(backend.reverse_embedding(upload(backend, x), table))
+        assert len(set(expected)) > 1 or rows == 1
+        assert backend.reverse_embedding_argmax(upload(backend, x), table) == expected
+        assert backend.reverse_embedding_argmax(upload(backend, x[:, 0]), table) == expected
+
+
+def test_reverse_embedding_argmax_names_a_bad_shape(backend):
+    table = upload(backend, rng(20).standard_normal((11, 4)).astype(np.float32), "embedding")
+    with pytest.raises(ValueError, match=r"x has shape \(2, 3, 4\); expected \[B, H\] or"):
+        backend.reverse_embedding_argmax(backend.zeros((2, 3, 4)), table)
+    with pytest.raises(ValueError, match="expects 4 features"):
+        backend.reverse_embedding_argmax(backend.zeros((2, 5)), table)
+
+
 # ---- sampling primitives ----------------------------------------------------------------
 def test_argmax_first_index_wins_ties(backend):
     logits = rng(10).standard_normal((4, 1000)).astype(np.float32)

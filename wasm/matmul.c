@@ -18,19 +18,13 @@
  * dot_row_packed), so that it takes about half of float32's time, as its bytes do.
  */
 #include "common.h"
+#include "dot.h"
 #include "pool.h"
 
 #define F_BIAS 1
 #define F_GELU 2
 #define F_RESIDUAL 4
 #define F_W16 8
-
-/* Bytes of float32 weights per block of outputs: about half a typical 512 KiB L2. */
-#define BLOCK_BYTES (192 * 1024)
-
-#define ADD wasm_f32x4_add
-#define MUL wasm_f32x4_mul
-#define LOAD wasm_v128_load
 
 /* 0.5 x (1 + tanh(u)) = x sigmoid(2u) = x / (1 + e^-2u), u = sqrt(2/pi) (x + 0.044715 x^3):
  * the sigmoid form has no cancellation near 0 and saturates cleanly at both ends. */
@@ -68,60 +62,6 @@ static void epilogue(float *out, const float *residual, int flags, long count) {
     }
 }
 
-INLINE float dot_row_f32(const float *x, const float *w, int K) {
-    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-    int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
-        a1 = ADD(a1, MUL(LOAD(x + k + 4), LOAD(w + k + 4)));
-        a2 = ADD(a2, MUL(LOAD(x + k + 8), LOAD(w + k + 8)));
-        a3 = ADD(a3, MUL(LOAD(x + k + 12), LOAD(w + k + 12)));
-    }
-    for (; k + 4 <= K; k += 4) a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
-    float s = hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
-    for (; k < K; k++) s += x[k] * w[k];
-    return s;
-}
-
-/* A float16 row against x scaled by 2^102 (xs, from scale_row), K a multiple of 8.
- * Why the scaling: the packed weights widen to raw = w 2^-102 (common.h), and xs raw is then
- * the same real number as x w, so it rounds to the same f32 (subnormal or not), and the sums
- * below, in dot_row_f32's order, equal dot_row_f32(x, widened w) bit for bit, without a
- * rebias multiply per weight. xs is exact and finite while |x| < 2^26 (scale_row checks). */
-INLINE float dot_row_packed(const float *xs, const u16 *w, int K) {
-    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1, w2, w3;
-    int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        load_packed_raw(w + k, &w0, &w1);
-        load_packed_raw(w + k + 8, &w2, &w3);
-        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
-        a1 = ADD(a1, MUL(LOAD(xs + k + 4), w1));
-        a2 = ADD(a2, MUL(LOAD(xs + k + 8), w2));
-        a3 = ADD(a3, MUL(LOAD(xs + k + 12), w3));
-    }
-    if (k < K) { /* 8 left: into a0, as dot_row_f32's 4-wide tail does */
-        load_packed_raw(w + k, &w0, &w1);
-        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
-        a0 = ADD(a0, MUL(LOAD(xs + k + 4), w1));
-    }
-    return hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
-}
-
-/* xs [K] = x [K] 2^102, K a multiple of 4; 0 when a finite |x| >= 2^26 overflowed (NaN and
- * infinities scale to themselves and multiply as x would). */
-static int scale_row(const float *x, float *xs, int K) {
-    v128_t scale = wasm_i32x4_splat(PACKED_UNSCALE), inf = wasm_f32x4_splat(__builtin_inff());
-    v128_t overflow = wasm_i32x4_splat(0);
-    for (int k = 0; k < K; k += 4) {
-        v128_t v = LOAD(x + k), y = MUL(v, scale);
-        overflow = wasm_v128_or(overflow,
-                                wasm_v128_and(wasm_f32x4_eq(wasm_f32x4_abs(y), inf),
-                                              wasm_f32x4_lt(wasm_f32x4_abs(v), inf)));
-        wasm_v128_store(xs + k, y);
-    }
-    return !wasm_v128_any_true(overflow);
-}
-
 /* 4 rows of x (stride K) against 2 rows of w (stride K): sums[r][c]. */
 INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
     const float *x0 = x, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K, *w0 = w, *w1 = w + K;
@@ -152,23 +92,7 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
  * that each weight is converted once per call rather than once per row tile; a streamed
  * call keeps its scaled row of x here (or a widened weight row, when x cannot be scaled).
  * One buffer per thread. */
-#define SCRATCH (BLOCK_BYTES / 4)
 static float widened[MAX_THREADS][SCRATCH];
-
-/* Row `first / K` of the packed w, widened (in pieces of the buffer when it is longer). */
-static float dot_row_unpacked(const float *x, const u16 *w, long first, int K, float *buffer) {
-    if (K <= SCRATCH) {
-        unpack_f16(w, first, K, buffer);
-        return dot_row_f32(x, buffer, K);
-    }
-    float s = 0.0f;
-    for (int k = 0; k < K; k += SCRATCH) {
-        int count = K - k < SCRATCH ? K - k : SCRATCH;
-        unpack_f16(w, first + k, count, buffer);
-        s += dot_row_f32(x + k, buffer, count);
-    }
-    return s;
-}
 
 /* Outputs [nb, ne) of every row: each thread of a split product takes one such range. */
 static void rows_streamed(const float *x, const void *w, const float *bias, float *out, int M,
@@ -176,20 +100,10 @@ static void rows_streamed(const float *x, const void *w, const float *bias, floa
     float *scratch = widened[thread];
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
-        if (!f16) {
-            for (int n = nb; n < ne; n++)
-                store(out, bias, flags, m, n, N,
-                      dot_row_f32(xr, (const float *)w + (long)n * K, K));
-            continue;
-        }
-        const u16 *h = w;
-        if (K % 8 == 0 && K <= SCRATCH && scale_row(xr, scratch, K))
-            for (int n = nb; n < ne; n++)
-                store(out, bias, flags, m, n, N, dot_row_packed(scratch, h + (long)n * K, K));
-        else
-            for (int n = nb; n < ne; n++)
-                store(out, bias, flags, m, n, N,
-                      dot_row_unpacked(xr, h, (long)n * K, K, scratch));
+        const float *xs = f16 && K % 8 == 0 && K <= SCRATCH && scale_row(xr, scratch, K)
+                              ? scratch : 0;
+        for (int n = nb; n < ne; n++)
+            store(out, bias, flags, m, n, N, row_output(xr, xs, w, n, K, f16, scratch));
     }
 }
 

@@ -40,6 +40,8 @@ void top_k(const float *, int, int, int, float *, int *, u32 *);
 void repetition_penalty(float *, int, const int *, int, float);
 void mask_tokens(float *, int, const int *, int, float);
 void max_cosine_similarity(const float *, const float *, float *, int, int, int, int);
+void greedy_head(const float *, const void *, const signed char *, int *, int, int, int, int,
+                 u8 *);
 
 #define P(i) ((void *)a[i])
 #define I(i) ((int)a[i])
@@ -76,6 +78,8 @@ void run(u32 *commands, int count) {
         case 18: narrow_f16(P(0), P(1), I(2)); c += 4; break;
         case 19: widen_f16(P(0), P(1), I(2)); c += 4; break;
         case 20: widen_bf16(P(0), P(1), I(2)); c += 4; break;
+        case 21: greedy_head(P(0), P(1), P(2), P(3), I(4), I(5), I(6), I(7), P(8)); c += 10;
+            break;
         default: __builtin_trap();
         }
     }

@@ -21,20 +21,21 @@
  */
 #include "common.h"
 
+/* The first index of the row's maximum (argmax's rule, shared with greedy.c). */
+int row_argmax(const float *row, int V) {
+    v128_t m = wasm_f32x4_splat(-__builtin_inff());
+    int i = 0;
+    for (; i + 4 <= V; i += 4) m = wasm_f32x4_pmax(m, wasm_v128_load(row + i));
+    float peak = hmax(m);
+    for (; i < V; i++) peak = row[i] > peak ? row[i] : peak;
+    for (i = 0; i < V; i++)
+        if (row[i] == peak) return i;
+    return 0;
+}
+
 EXPORT(argmax)
 void argmax(const float *x, int rows, int V, int *out) {
-    for (int r = 0; r < rows; r++) {
-        const float *row = x + (long)r * V;
-        v128_t m = wasm_f32x4_splat(-__builtin_inff());
-        int i = 0;
-        for (; i + 4 <= V; i += 4) m = wasm_f32x4_pmax(m, wasm_v128_load(row + i));
-        float peak = hmax(m);
-        for (; i < V; i++) peak = row[i] > peak ? row[i] : peak;
-        int best = 0;
-        for (i = 0; i < V; i++)
-            if (row[i] == peak) { best = i; break; }
-        out[r] = best;
-    }
+    for (int r = 0; r < rows; r++) out[r] = row_argmax(x + (long)r * V, V);
 }
 
 INLINE float row_max(const float *row, int V) {

@@ -195,12 +195,15 @@ class Backend:
 
     def reverse_embedding(self, x: Any, token_table: Any) -> Any:
         """logits [B, S, V] = x [B, S, H] @ token_table[V, H]^T (the tied LM head)."""
-        x_shape, table_shape = self.shape(x), self.shape(token_table)
-        checks.rank("token_table", table_shape, 2, "[V, H]")
-        if not x_shape or x_shape[-1] != table_shape[1]:
-            raise ValueError(f"x has shape {x_shape}; the token table {table_shape} expects "
-                             f"{table_shape[1]} features")
+        checks.head_input(self.shape(x), self.shape(token_table))
         return self._reverse_embedding(x, token_table)
+
+    def reverse_embedding_argmax(self, x: Any, token_table: Any) -> list[int]:
+        """argmax(reverse_embedding(x, token_table)) of each row (first on ties): greedy
+        decoding's next tokens. x [B, H] or [B, 1, H]. The ids are argmax's, but a backend
+        may leave out the logits it can prove are below the largest (wasm: greedy.c)."""
+        checks.head_input(self.shape(x), self.shape(token_table), rows=True)
+        return self._reverse_embedding_argmax(x, token_table)
 
     # ---- sampling primitives (token ids out, not logits) --------------------------------
     def argmax(self, logits: Any) -> list[int]:
@@ -411,15 +414,7 @@ class Backend:
             >>> b.max_cosine_similarity(ctx, b.tensor([[3.0, 0.0], [-1.0, 0.0]], "float32"))
             [1.0, 0.0]
         """
-        c_shape, n_shape = self.shape(context), self.shape(candidates)
-        checks.rank("context", c_shape, 3, "[B, S, H]")
-        if len(n_shape) not in (2, 3) or (len(n_shape) == 3 and n_shape[1] != 1) \
-                or n_shape[-1] != c_shape[-1]:
-            raise ValueError(f"candidates have shape {n_shape}; expected [N, 1, "
-                             f"{c_shape[-1]}] or [N, {c_shape[-1]}]")
-        if not c_shape[0] or not c_shape[1] or n_shape[0] % c_shape[0]:
-            raise ValueError(f"{n_shape[0]} candidates for a context of shape {c_shape}; "
-                             "expected a non-empty context and a multiple of its batch")
+        checks.contrastive_candidates(self.shape(context), self.shape(candidates))
         return self._max_cosine_similarity(context, candidates)
 
     # ---- device information -----------------------------------------------------------
@@ -465,6 +460,9 @@ class Backend:
 
     def _argmax(self, logits: Any) -> list[int]:
         raise NotImplementedError
+
+    def _reverse_embedding_argmax(self, x: Any, token_table: Any) -> list[int]:
+        return host_ops.reverse_embedding_argmax(self, x, token_table)
 
     def _sample(self, logits: Any, uniforms: list[float], temperature: float, top_k: int,
                 top_p: float) -> list[int]:

@@ -56,6 +56,29 @@ def logit_rows(name: str, shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0], shape[-1]
 
 
+def head_input(x_shape: tuple[int, ...], table_shape: tuple[int, ...],
+               rows: bool = False) -> None:
+    """x [..., H] (with rows, [B, H] or [B, 1, H]) against a token table [V, H]."""
+    rank("token_table", table_shape, 2, "[V, H]")
+    if not x_shape or x_shape[-1] != table_shape[1]:
+        raise ValueError(f"x has shape {x_shape}; the token table {table_shape} expects "
+                         f"{table_shape[1]} features")
+    if rows and (len(x_shape) not in (2, 3) or (len(x_shape) == 3 and x_shape[1] != 1)):
+        raise ValueError(f"x has shape {x_shape}; expected [B, H] or [B, 1, H]")
+
+
+def contrastive_candidates(c_shape: tuple[int, ...], n_shape: tuple[int, ...]) -> None:
+    """max_cosine_similarity's context [B, S, H] and candidates [N, 1, H] or [N, H]."""
+    rank("context", c_shape, 3, "[B, S, H]")
+    if len(n_shape) not in (2, 3) or (len(n_shape) == 3 and n_shape[1] != 1) \
+            or n_shape[-1] != c_shape[-1]:
+        raise ValueError(f"candidates have shape {n_shape}; expected [N, 1, "
+                         f"{c_shape[-1]}] or [N, {c_shape[-1]}]")
+    if not c_shape[0] or not c_shape[1] or n_shape[0] % c_shape[0]:
+        raise ValueError(f"{n_shape[0]} candidates for a context of shape {c_shape}; "
+                         "expected a non-empty context and a multiple of its batch")
+
+
 def ids_in_range(name: str, values: Sequence[Any], size: int) -> None:
     """Every id an integer in [0, size)."""
     for v in values:

@@ -13,6 +13,14 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def reverse_embedding_argmax(b: Any, x: Any, token_table: Any) -> list[int]:
+    logits = b._reverse_embedding(x, token_table)
+    try:
+        return b._argmax(logits)
+    finally:
+        b.release(logits)
+
+
 def log_softmax(b: Any, logits: Any) -> Any:
     shape = b.shape(logits)
     out = []

@@ -318,11 +318,11 @@ class GenerativeTask:
             return logits
 
         def greedy_step(tokens: list[int], index: int) -> list[int]:
-            logits = forward(tokens, index)
+            step = backend.tensor([[t] for t in tokens], "int32")
             try:
-                return sampler.next_tokens(backend, logits, [None] * batch)
+                return self.greedy_next_tokens(step, cache, index)
             finally:
-                backend.release(logits)
+                backend.release(step)
 
         try:
             while True:

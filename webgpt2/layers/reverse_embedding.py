@@ -28,3 +28,10 @@ class ReverseEmbedding:
 
     def __call__(self, hidden_states: Any) -> Any:
         return self.embedding.backend.reverse_embedding(hidden_states, self.embedding.weights)
+
+    def argmax(self, hidden_states: Any) -> list[int]:
+        """The index of each row's largest logit (first on ties), as argmax(self(hidden_states))
+        gives it, without the logits where the backend can skip them. hidden_states [B, H] or
+        [B, 1, H]."""
+        return self.embedding.backend.reverse_embedding_argmax(hidden_states,
+                                                               self.embedding.weights)

@@ -26,6 +26,7 @@ from typing import Any
 from webgpt2.backends.base import Backend
 from webgpt2.backends.host import ITEMSIZE, HostTensor, nest, packed
 from webgpt2.backends.replay import StepReplayer
+from webgpt2.backends.wasm import greedy
 from webgpt2.backends.wasm.commands import DEFAULT_CAPACITY, OPCODES, CommandList
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver
 from webgpt2.backends.wasm.memory import LinearMemory
@@ -295,6 +296,9 @@ class WasmBackend(Backend):
         out = self._new(x.shape[:-1] + (vocabulary,))
         self._matmul(x, token_table.offset, vocabulary, token_table.dtype == "float16", out)
         return out
+
+    def _reverse_embedding_argmax(self, x: WasmTensor, token_table: WasmTensor) -> list[int]:
+        return greedy.reverse_embedding_argmax(self, x, token_table)
 
     # ---- sampling primitives ------------------------------------------------------------
     @staticmethod

@@ -45,6 +45,7 @@ OPCODES: dict[str, tuple[int, str]] = {
     "narrow_f16": (18, "iii"),
     "widen_f16": (19, "iii"),
     "widen_bf16": (20, "iii"),
+    "greedy_head": (21, "iiiiiiiii"),
 }
 # Float positions of each export, precomputed for `call`.
 _FLOATS = {name: tuple(i for i, kind in enumerate(kinds) if kind == "f")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from webgpt2.backends.host import BackendError
@@ -47,10 +48,11 @@ class WasmTensor:
     stored as given; both may be stored float16, packed for the kernels (scaled by 2^10,
     permuted in groups of 8, padded to whole groups: weights.py, wasm/common.h). A KV cache
     ("cache", a 6-D float tensor made by `zeros` or `tensor`) is stored [B, L, 2, nh, T, hd]
-    for the shape [B, L, 2, T, nh, hd].
+    for the shape [B, L, 2, T, nh, hd]. A token table may carry the greedy head's screen
+    (`screen`, greedy.py), built on first use and freed with it.
     """
 
-    __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "_memory")
+    __slots__ = ("shape", "dtype", "layout", "offset", "nbytes", "host", "screen", "_memory")
 
     def __init__(self, shape: Sequence[int], dtype: str, offset: int, nbytes: int,
                  layout: str = "plain", memory: LinearMemory | None = None) -> None:
@@ -60,6 +62,7 @@ class WasmTensor:
         self.offset = offset
         self.nbytes = nbytes
         self.host: list | None = None  # the values of an int tensor made from host lists
+        self.screen: Any = None  # greedy.py: None (not built yet), False (none) or a Screen
         # Who gets the block back, once: on release() or when the tensor is collected (a
         # __del__ costs a fraction of a weakref.finalize, and a decode step makes ~100).
         self._memory = memory
@@ -68,6 +71,8 @@ class WasmTensor:
         memory, self._memory = self._memory, None
         if memory is not None:
             memory.free(self.offset, self.nbytes)
+        if self.screen:
+            self.screen.block._free()
 
     def __del__(self) -> None:
         self._free()

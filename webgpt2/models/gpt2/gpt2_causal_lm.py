@@ -178,6 +178,39 @@ class GPT2CausalLM(GenerativeTask):
             self.backend.release(ids)
         return self.project(hidden_states), hidden_states, cache
 
+    def greedy_next_tokens(self, token_ids: Any, cache: Any, cache_update_index: int
+                           ) -> list[int]:
+        """call_with_cache, then each row's greedy next token: the first largest logit at its
+        last position, as `backend.argmax` of those logits gives it. Generation's greedy
+        steps call it; the backend may skip the logits it can prove smaller
+        (`Backend.reverse_embedding_argmax`), so none are returned.
+
+        Example:
+            >>> from webgpt2 import GPT2Backbone
+            >>> backbone = GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
+            ...                         hidden_dim=8, intermediate_dim=16,
+            ...                         max_sequence_length=16, backend="wasm")
+            >>> backbone.initialize_weights(seed=0)
+            >>> lm = GPT2CausalLM(backbone)
+            >>> _, cache = lm.build_cache([[1, 2, 3]], cache_length=8)
+            >>> logits, _, _ = lm.call_with_cache([[4]], cache, 3)
+            >>> lm.greedy_next_tokens([[4]], cache, 3) == lm.backend.argmax(logits)
+            True
+        """
+        ids, (batch, seq_len) = self._token_tensor(token_ids)
+        self._check_cache(cache, batch, seq_len, cache_update_index)
+        hidden_states = self.backbone.forward(ids, cache, cache_update_index)
+        if ids is not token_ids:
+            self.backend.release(ids)
+        last = hidden_states
+        if seq_len > 1:
+            last = self.backend.select_position(hidden_states, seq_len - 1)
+            self.backend.release(hidden_states)
+        try:
+            return self.lm_head.argmax(last)
+        finally:
+            self.backend.release(last)
+
     def build_cache(self, token_ids: Any, cache_length: int | None = None,
                     last_position_only: bool = False) -> tuple[Any, Any]:
         """Prefill: run `token_ids` [B, S] from position 0 into a new cache.

@@ -1,0 +1,135 @@
+"""The wasm backend's greedy head (wasm/greedy.c, backends/wasm/greedy.py): the ids through
+the 8-bit screen are argmax's of the logits that `reverse_embedding` computes, bit for bit,
+on tables and rows built to defeat the screen (near ties, exact ties, non-finite and huge
+values), and the screen leaves out most logits of an ordinary row.
+
+The conformance suite (test_backend_ops.py) checks the operation on every backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from host_util import host
+
+pytest.importorskip("wasmtime")
+
+from webgpt2.backends.wasm import WasmBackend  # noqa: E402
+from webgpt2.backends.wasm.greedy import screened_argmax  # noqa: E402
+
+
+@pytest.fixture
+def b():
+    backend = WasmBackend()
+    backend.poison = True
+    return backend
+
+
+def full_argmax(b, x, table) -> list[int]:
+    return b.argmax(b.reverse_embedding(x, table))
+
+
+def check(b, x: np.ndarray, table) -> list[int]:
+    """The screened ids equal argmax of the logits; returns how many logits each row took."""
+    xt = b.tensor(x.tolist(), "float32")
+    screened = screened_argmax(b, xt, table)
+    assert screened is not None
+    ids, computed = screened
+    assert ids == full_argmax(b, xt, table)
+    assert b.reverse_embedding_argmax(xt, table) == ids
+    return computed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("hidden", [8, 24, 64, 77, 768])
+def test_ordinary_rows_compute_few_logits(b, dtype, hidden):
+    r = np.random.default_rng(hidden)
+    vocabulary = 997
+    table = b.upload(host(r.standard_normal((vocabulary, hidden)).astype(np.float32) * 0.2),
+                     "embedding", dtype)
+    computed = check(b, r.standard_normal((3, hidden)).astype(np.float32) * 3.0, table)
+    assert table.screen
+    # Random Gaussian logits have gaps far above the screen's error at these sizes.
+    assert all(1 <= c <= vocabulary // 20 for c in computed), computed
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_near_ties_are_settled_by_the_exact_logits(b, dtype):
+    r = np.random.default_rng(1)
+    hidden, vocabulary = 64, 300
+    base = r.standard_normal(hidden).astype(np.float32)
+    # Rows one float16 step apart in one element: the screen cannot tell them apart.
+    table = np.tile(base, (vocabulary, 1))
+    steps = r.integers(-3, 4, vocabulary)
+    table[:, 5] = base[5] + steps * np.float32(2.0 ** -9)
+    uploaded = b.upload(host(table), "embedding", dtype)
+    x = r.standard_normal((2, hidden)).astype(np.float32)
+    x[:, 5] = [1.0, -1.0]
+    computed = check(b, x, uploaded)
+    assert all(c > 10 for c in computed), computed
+
+
+def test_exact_ties_go_to_the_first_index(b):
+    r = np.random.default_rng(2)
+    table = r.standard_normal((50, 16)).astype(np.float32)
+    table[[40, 7, 23]] = table[3] * 4.0  # the largest logits, equal
+    x = table[3:4] * 2.0
+    uploaded = b.upload(host(table), "embedding")
+    check(b, x, uploaded)
+    assert b.reverse_embedding_argmax(b.tensor(x.tolist(), "float32"), uploaded) == [7]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 2.0 ** 41, 0.0])
+def test_rows_outside_the_screen_take_every_logit(b, bad):
+    r = np.random.default_rng(3)
+    table = b.upload(host(r.standard_normal((61, 12)).astype(np.float32)), "embedding")
+    x = r.standard_normal((2, 12)).astype(np.float32)
+    if bad == 0.0:
+        x[1] = 0.0
+    else:
+        x[1, 4] = bad
+    computed = check(b, x, table)
+    assert computed[1] == 61 and computed[0] < 61
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan, 2.0 ** 41])
+def test_a_table_the_screen_cannot_hold_takes_every_logit(b, bad):
+    a = np.random.default_rng(4).standard_normal((40, 8)).astype(np.float32)
+    a[13, 2] = bad
+    table = b.upload(host(a), "embedding")
+    x = b.tensor(np.random.default_rng(5).standard_normal((1, 8)).astype(np.float32).tolist(),
+                 "float32")
+    assert screened_argmax(b, x, table) is None and table.screen is False
+    assert b.reverse_embedding_argmax(x, table) == full_argmax(b, x, table)
+
+
+def test_four_rows_or_more_take_linears_own_path(b):
+    r = np.random.default_rng(6)
+    table = b.upload(host(r.standard_normal((70, 8)).astype(np.float32)), "embedding")
+    x = b.tensor(r.standard_normal((4, 8)).astype(np.float32).tolist(), "float32")
+    assert screened_argmax(b, x, table) is None
+    assert b.reverse_embedding_argmax(x, table) == full_argmax(b, x, table)
+
+
+def test_the_screen_is_freed_with_its_table(b):
+    r = np.random.default_rng(7)
+    x = b.tensor(r.standard_normal((1, 32)).astype(np.float32).tolist(), "float32")
+    b.synchronize()
+    before = b.memory.bytes_in_use
+    table = b.upload(host(r.standard_normal((500, 32)).astype(np.float32)), "embedding")
+    b.reverse_embedding_argmax(x, table)
+    assert table.screen and b.memory.bytes_in_use >= before + 500 * 32 * 5
+    b.release(table)
+    b.memory._drain()  # frees are queued until the next allocation
+    assert b.memory.bytes_in_use == before
+
+
+def test_no_memory_for_the_screen_takes_every_logit():
+    r = np.random.default_rng(8)
+    b = WasmBackend(max_memory=4 << 20)
+    a = r.standard_normal((7000, 128)).astype(np.float32)  # 3.6 MB, and its screen 0.9 MB
+    table = b.upload(host(a), "embedding")
+    x = b.tensor(r.standard_normal((1, 128)).astype(np.float32).tolist(), "float32")
+    assert b.reverse_embedding_argmax(x, table) == [int(np.argmax(a @ np.asarray(
+        b.to_list(x), np.float32)[0]))]
+    assert table.screen is False

@@ -1,0 +1,235 @@
+/* The greedy head: each row's argmax over the vocabulary of x . table^T (the tied LM head's
+ * logits) without computing most logits, through a screen of the table in 8-bit integers.
+ *
+ * screen_table(table, N, K, f16, screen, scratch) -> i32
+ *   Builds the screen of a token table [N, K] (float32, or packed float16 with f16 = 1) into
+ *   `screen` (screen_bytes(N, K) bytes): per row v a scale s_v = max|E_v| / 127 and the row
+ *   quantised, q_v = round(E_v / s_v) in [-127, 127]; and two bounds, alpha_v = |E_v - s_v q_v|
+ *   + gamma |E_v| and beta_v = |s_v q_v| (Euclidean norms, rounded up; gamma below). Rows
+ *   are stored in panels of 4, interleaved 16 bytes at a time, K padded to a multiple of 16.
+ *   scratch: K floats. Returns 1, or 0 (no screen) when an element is not finite or
+ *   |E| >= 2^40.
+ *
+ * greedy_head(x, table, screen, out, M, K, N, f16, scratch)
+ *   out [2 M] i32: for each row of x [M, K], M < 4, out[m] the first index of the largest
+ *   logit x . E_v, with the logits as linear() computes them for M < 4 rows (dot.h), so
+ *   that it equals argmax(linear(x, table)); out[M + m] how many logits it computed.
+ *   scratch: greedy_scratch_bytes(N, K) bytes.
+ *
+ * Why it is exact. Let L_v be the logit as linear computes it in float32, and S_v the
+ * screen's value t s_v (p . q_v), where x ~ t p is x quantised to integers |p_k| <= P
+ * (|x_k - t p_k| <= 0.51 t). p . q_v is exact in i32 (K P 127 < 2^31). Then
+ *   |L_v - x . E_v| <= gamma |x| |E_v|, gamma = K u / (1 - K u), u = 2^-24
+ * (any order of K float32 multiply-adds), and
+ *   x . E_v - S_v = x . (E_v - s_v q_v) + (x - t p) . s_v q_v,
+ * so |L_v - S_v| <= |x| alpha_v + e beta_v =: B_v, with e = 0.51 t sqrt(K) >= |x - t p|.
+ * With lower = max_v (S_v - B_v) <= max_v L_v, a row whose S_v + B_v < lower has L_v below
+ * the largest logit: only the others ("candidates", usually one or two for GPT-2) have
+ * their logits computed, exactly as linear would, and the first largest of those wins. A row
+ * of x with a non-finite element, all zeros or |x_k| >= 2^40 takes every logit instead, and
+ * argmax's own rule (sampling.c).
+ *
+ * The screen pass reads N K bytes (a quarter of the float32 table, half of the float16 one)
+ * and is shared between the pool's threads like a product.
+ */
+#include "common.h"
+#include "dot.h"
+#include "pool.h"
+
+typedef signed char i8;
+
+#define PANEL 4
+#define HUGE_ABS 1099511627776.0 /* 2^40 */
+
+int row_argmax(const float *row, int V);
+
+INLINE int padded_k(int K) { return (K + 15) & ~15; }
+INLINE long padded_n(int N) { return ((long)N + PANEL - 1) / PANEL * PANEL; }
+
+/* The screen: the panels of q, then per row (s, alpha, beta) as f32. */
+EXPORT(screen_bytes)
+long screen_bytes(int N, int K) { return padded_n(N) * padded_k(K) + (long)N * 12; }
+
+/* Panel of row v: rows v & ~3 .. +3, 16 bytes of each in turn. */
+INLINE i8 *panel_of(i8 *q, long v, int Kp) { return q + (v / PANEL) * PANEL * Kp; }
+
+EXPORT(screen_table)
+int screen_table(const void *table, int N, int K, int f16, i8 *screen, float *scratch) {
+    int Kp = padded_k(K);
+    float *consts = (float *)(screen + padded_n(N) * Kp);
+    double gamma = K * 0x1p-24 / (1.0 - K * 0x1p-24);
+    __builtin_memset(screen, 0, (unsigned long)(padded_n(N) * Kp));
+    for (long v = 0; v < N; v++) {
+        const float *e = (const float *)table + v * K;
+        if (f16) {
+            unpack_f16(table, v * K, K, scratch);
+            e = scratch;
+        }
+        double amax = 0.0;
+        for (int k = 0; k < K; k++) {
+            double a = __builtin_fabs((double)e[k]);
+            if (!(a < HUGE_ABS)) return 0; /* NaN, infinity or huge */
+            amax = a > amax ? a : amax;
+        }
+        float s = (float)(amax / 127.0);
+        double r2 = 0.0, n2 = 0.0, q2 = 0.0;
+        i8 *panel = panel_of(screen, v, Kp) + (v % PANEL) * 16;
+        for (int k = 0; k < K; k++) {
+            int q = 0;
+            if (s > 0.0f) {
+                float f = __builtin_rintf(e[k] / s);
+                q = f > 127.0f ? 127 : f < -127.0f ? -127 : (int)f;
+            }
+            panel[(k / 16) * PANEL * 16 + k % 16] = (i8)q;
+            double exact = (double)s * q, d = e[k] - exact;
+            r2 += d * d;
+            n2 += (double)e[k] * e[k];
+            q2 += exact * exact;
+        }
+        /* Rounded up: the f64 sums' own errors are ~1e-13 relative. */
+        consts[3 * v] = s;
+        consts[3 * v + 1] = (float)((__builtin_sqrt(r2) + gamma * __builtin_sqrt(n2)) * (1 + 1e-6));
+        consts[3 * v + 2] = (float)(__builtin_sqrt(q2) * (1 + 1e-6));
+    }
+    return 1;
+}
+
+EXPORT(greedy_scratch_bytes)
+long greedy_scratch_bytes(int N, int K) {
+    return (long)N * 4 + padded_k(K) * 2 + (long)(K > SCRATCH ? SCRATCH : K) * 4 + 64;
+}
+
+/* The screen pass's arguments, as the pool's threads read them. */
+struct screen_pass {
+    const short *p;
+    const i8 *q;
+    const float *consts;
+    float *upper;
+    double scale, error, norm;
+    double lower[256];
+    int N, Kp;
+};
+
+/* Integer sums of 4 lanes of each of a, b, c, d: [sum a, sum b, sum c, sum d]. */
+INLINE v128_t sums4(v128_t a, v128_t b, v128_t c, v128_t d) {
+    v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5),
+                               wasm_i32x4_shuffle(a, b, 2, 6, 3, 7));
+    v128_t cd = wasm_i32x4_add(wasm_i32x4_shuffle(c, d, 0, 4, 1, 5),
+                               wasm_i32x4_shuffle(c, d, 2, 6, 3, 7));
+    return wasm_i32x4_add(wasm_i64x2_shuffle(ab, cd, 0, 2), wasm_i64x2_shuffle(ab, cd, 1, 3));
+}
+
+INLINE v128_t dot16(v128_t q, v128_t lo, v128_t hi) {
+    return wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(q), lo),
+                          wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(q), hi));
+}
+
+/* Chunk `chunk` of the rows (whole panels): upper[v] = S_v + B_v, lower[chunk] = the largest
+ * S_v - B_v, both with a margin for their own rounding. */
+static void screen_part(const void *args, int chunk, int chunks, int thread) {
+    const struct screen_pass *a = args;
+    (void)thread;
+    long panels = ((long)a->N + PANEL - 1) / PANEL, share = (panels + chunks - 1) / chunks;
+    long first = chunk * share, last = first + share < panels ? first + share : panels;
+    double lower = -__builtin_inf();
+    for (long panel = first; panel < last; panel++) {
+        const i8 *q = a->q + panel * PANEL * a->Kp;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        for (int k = 0; k < a->Kp; k += 16, q += PANEL * 16) {
+            v128_t lo = wasm_v128_load(a->p + k), hi = wasm_v128_load(a->p + k + 8);
+            a0 = wasm_i32x4_add(a0, dot16(wasm_v128_load(q), lo, hi));
+            a1 = wasm_i32x4_add(a1, dot16(wasm_v128_load(q + 16), lo, hi));
+            a2 = wasm_i32x4_add(a2, dot16(wasm_v128_load(q + 32), lo, hi));
+            a3 = wasm_i32x4_add(a3, dot16(wasm_v128_load(q + 48), lo, hi));
+        }
+        int dots[4];
+        wasm_v128_store(dots, sums4(a0, a1, a2, a3));
+        for (int r = 0; r < PANEL; r++) {
+            long v = panel * PANEL + r;
+            if (v >= a->N) break;
+            const float *c = a->consts + 3 * v;
+            double s = a->scale * c[0] * dots[r];
+            double b = a->norm * c[1] + a->error * c[2];
+            double up = s + b, down = s - b;
+            up += __builtin_fabs(up) * 0x1p-20 + 1e-30;
+            down -= __builtin_fabs(down) * 0x1p-20 + 1e-30;
+            a->upper[v] = (float)up;
+            lower = down > lower ? down : lower;
+        }
+    }
+    ((struct screen_pass *)a)->lower[chunk] = lower;
+}
+
+/* x's screen form: p [Kp] i16 = round(x / t), t = max|x| / P; returns t, or 0 when the row
+ * takes every logit instead (see the top). *norm = |x| rounded up. */
+static double quantise_row(const float *x, int K, short *p, double *norm) {
+    double amax = 0.0, n2 = 0.0;
+    for (int k = 0; k < K; k++) {
+        double a = __builtin_fabs((double)x[k]);
+        if (!(a < HUGE_ABS)) return 0.0;
+        amax = a > amax ? a : amax;
+        n2 += a * a;
+    }
+    long P = 2147483647L / (127L * K);
+    P = P > 32767 ? 32767 : P;
+    if (amax == 0.0 || P < 1024) return 0.0;
+    double t = amax / (double)P;
+    for (int k = 0; k < padded_k(K); k++) {
+        double f = k < K ? __builtin_rint(x[k] / t) : 0.0;
+        p[k] = (short)(f > P ? P : f < -P ? -P : f);
+    }
+    *norm = __builtin_sqrt(n2) * (1 + 1e-9);
+    return t;
+}
+
+/* One logit as linear computes it (out of line: both of greedy_head's paths call it). */
+__attribute__((noinline)) static float logit(const float *x, const float *xs, const void *table,
+                                             long v, int K, int f16, float *buffer) {
+    return row_output(x, xs, table, v, K, f16, buffer);
+}
+
+EXPORT(greedy_head)
+void greedy_head(const float *x, const void *table, const i8 *screen, int *out, int M, int K,
+                 int N, int f16, u8 *scratch) {
+    int Kp = padded_k(K);
+    float *upper = (float *)scratch;
+    short *p = (short *)(scratch + (long)N * 4);
+    float *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
+    struct screen_pass pass = {p, screen, (const float *)(screen + padded_n(N) * Kp), upper,
+                               0, 0, 0, {0}, N, Kp};
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (long)m * K;
+        double norm = 0.0, t = quantise_row(xr, K, p, &norm);
+        if (t == 0.0) { /* every logit, and argmax's own rule */
+            const float *xs = f16 && K % 8 == 0 && K <= SCRATCH && scale_row(xr, buffer, K)
+                                  ? buffer : 0;
+            for (long v = 0; v < N; v++) upper[v] = logit(xr, xs, table, v, K, f16, buffer);
+            out[m] = row_argmax(upper, N);
+            out[M + m] = N;
+            continue;
+        }
+        pass.scale = t;
+        pass.error = 0.51 * t * __builtin_sqrt((double)K);
+        pass.norm = norm;
+        int parts = (long long)N * K >= 64 * 1024 && N >= 64 ? pool_parts() : 1;
+        int chunks = parts > 1 ? parts * POOL_CHUNKS_PER_THREAD : 1;
+        pool_run(screen_part, &pass, chunks, parts);
+        double lower = -__builtin_inf();
+        for (int c = 0; c < chunks; c++) lower = pass.lower[c] > lower ? pass.lower[c] : lower;
+        const float *xs = f16 && K % 8 == 0 && K <= SCRATCH && scale_row(xr, buffer, K)
+                              ? buffer : 0;
+        int best = -1, computed = 0;
+        float peak = 0.0f;
+        for (long v = 0; v < N; v++) {
+            if (upper[v] < lower) continue;
+            computed++;
+            float value = logit(xr, xs, table, v, K, f16, buffer);
+            if (best < 0 || value > peak) {
+                best = (int)v;
+                peak = value;
+            }
+        }
+        out[m] = best;
+        out[M + m] = computed;
+    }
+}

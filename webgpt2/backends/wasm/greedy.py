@@ -1,0 +1,80 @@
+"""The wasm backend's greedy head: argmax over the vocabulary of the tied LM head's logits,
+through an 8-bit screen of the token table (wasm/greedy.c says why the ids are exactly
+argmax's), so that a greedy decode step reads a quarter of the float32 table (half of the
+float16 one) instead of all of it.
+
+The screen is built on a table's first greedy step (a pass over the table, and V x H bytes
+more memory) and freed with the table. Where it cannot be had (a table with a non-finite or
+huge element, no memory left for it) or does not apply (4 rows or more, which linear tiles
+differently), the backend takes the interface's default: every logit, then argmax.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+from webgpt2.backends import host_ops
+from webgpt2.backends.wasm.memory import WasmOutOfMemoryError
+from webgpt2.backends.wasm.tensor import WasmTensor
+
+
+class Screen:
+    """A token table's screen: its block of linear memory and the kernel's scratch size."""
+
+    __slots__ = ("block", "scratch_bytes")
+
+    def __init__(self, block: WasmTensor, scratch_bytes: int) -> None:
+        self.block = block
+        self.scratch_bytes = scratch_bytes
+
+
+def _screen(b: Any, table: WasmTensor) -> Screen | None:
+    """table's screen, built now if it has none yet; None where it cannot have one."""
+    if table.screen is None:
+        table.screen = False
+        vocabulary, hidden = table.shape
+        nbytes = int(b._call("screen_bytes", vocabulary, hidden))
+        try:
+            block = b._new((nbytes,), "int32", nbytes=nbytes)
+        except WasmOutOfMemoryError:
+            return None
+        scratch = b._temporary(hidden * 4)
+        try:
+            built = b._call("screen_table", table.offset, vocabulary, hidden,
+                            int(table.dtype == "float16"), block.offset, scratch)
+        finally:
+            b._done(scratch, hidden * 4)
+        if not built:  # a non-finite or huge element
+            b.release(block)
+            return None
+        table.screen = Screen(block, int(b._call("greedy_scratch_bytes", vocabulary, hidden)))
+    return table.screen or None
+
+
+def reverse_embedding_argmax(b: Any, x: WasmTensor, table: WasmTensor) -> list[int]:
+    """Backend.reverse_embedding_argmax on the wasm backend (arguments checked)."""
+    screened = screened_argmax(b, x, table)
+    if screened is None:
+        return host_ops.reverse_embedding_argmax(b, x, table)
+    return screened[0]
+
+
+def screened_argmax(b: Any, x: WasmTensor, table: WasmTensor
+                    ) -> tuple[list[int], list[int]] | None:
+    """(ids, how many logits each row computed) through the screen; None where it does not
+    apply (see the module docstring)."""
+    rows = x.shape[0]
+    screen = _screen(b, table) if rows < 4 and table.layout != "linear" else None
+    if screen is None:
+        return None
+    vocabulary, hidden = table.shape
+    nbytes = rows * 8 + screen.scratch_bytes
+    out = b._temporary(nbytes)
+    try:
+        b._call("greedy_head", x.offset, table.offset, screen.block.offset, out, rows, hidden,
+                vocabulary, int(table.dtype == "float16"), out + rows * 8)
+        values = array("i", b._read(out, rows * 8)).tolist()
+        return values[:rows], values[rows:]
+    finally:
+        b._done(out, nbytes)
