@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from webgpt2.backends.host import BackendError
 from webgpt2.backends.wasm.memory import LinearMemory
