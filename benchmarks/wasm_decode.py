@@ -5,12 +5,14 @@ its weight-streaming floor.
 
 Batch 1, greedy. For each storage dtype, measured interleaved in one run (A B A B ...,
 medians, since this machine's memory bandwidth drifts): decode ms/token after a 32-token
-prompt; the streaming floor, the same linear kernel (M = 1) called once over every weight
-matrix a decode step reads (each block's four, and the tied token table), with no other
-work: what a decode step cannot go under with these kernels; their ratio; and the prefill
-of 32 and 128 tokens (generation's prefill: the cache and the last position's logits); then
-each later dtype's decode time over the first's. It also checks that the float32 tokens
-equal the cpu backend's.
+prompt, as generation's greedy steps take it (`greedy_next_tokens`: the LM head through its
+8-bit screen, backends/wasm/greedy.py) and with all logits (`call_with_cache` and `argmax`;
+the same tokens, checked); the streaming floor, the same linear kernel (M = 1) called once
+over every weight matrix a decode step reads (each block's four, and the tied token table),
+with no other work: what a decode step with all logits cannot go under with these kernels;
+the greedy decode's ratio to it; and the prefill of 32 and 128 tokens (generation's
+prefill: the cache and the last position's logits); then each later dtype's decode time
+over the first's. It also checks that the float32 tokens equal the cpu backend's.
 """
 
 from __future__ import annotations
@@ -64,13 +66,18 @@ def wasm_runner(folder, dtype: str):
                                      last_position_only=True)
         return backend.argmax(lm.project(last))[0], cache
 
-    def decode(prompt, new_tokens):
+    def decode(prompt, new_tokens, all_logits=False):
+        """ms/token of greedy steps as generation takes them (greedy_next_tokens: the
+        screened head), or with all_logits through call_with_cache and argmax."""
         token, cache = prefill(prompt, len(prompt) + new_tokens)
         tokens = [token]
         t0 = time.perf_counter()
         for i in range(len(prompt), len(prompt) + new_tokens - 1):
-            logits, _, cache = lm.call_with_cache([[token]], cache, i)
-            token = backend.argmax(logits)[0]
+            if all_logits:
+                logits, _, cache = lm.call_with_cache([[token]], cache, i)
+                token = backend.argmax(logits)[0]
+            else:
+                token = lm.greedy_next_tokens([[token]], cache, i)[0]
             tokens.append(token)
         return (time.perf_counter() - t0) * 1e3 / (new_tokens - 1), tokens
 
@@ -102,7 +109,7 @@ def main() -> None:
               f"{lm.backend.memory.bytes_in_use / 2**20:.0f} MiB of wasm memory in use")
         decode(prompts[32], 3)  # warm: compiled code, free lists
 
-    results = {d: {"decode": [], "floor": [], "prefill32": [], "prefill128": []}
+    results = {d: {"decode": [], "logits": [], "floor": [], "prefill32": [], "prefill128": []}
                for d in runners}
     tokens = {}
     for _ in range(args.rounds):
@@ -110,6 +117,10 @@ def main() -> None:
             r = results[dtype]
             ms, tokens[dtype] = decode(prompts[32], args.new_tokens)
             r["decode"].append(ms)
+            ms, logits_tokens = decode(prompts[32], args.new_tokens, all_logits=True)
+            r["logits"].append(ms)
+            if logits_tokens != tokens[dtype]:
+                raise SystemExit(f"{dtype}: the screened head's tokens differ from argmax's")
             r["floor"].append(floor())
             r["prefill32"].append(prefill(prompts[32]))
             r["prefill128"].append(prefill(prompts[128]))
@@ -125,12 +136,13 @@ def main() -> None:
 
     print(f"GPT-2 124M, batch 1, wasmtime on one thread, medians of {args.rounds} "
           f"interleaved rounds ({args.new_tokens} tokens each):")
-    print(f"{'storage':>8} {'decode ms/tok':>14} {'floor ms':>9} {'ratio':>6} "
-          f"{'prefill 32 ms':>14} {'prefill 128 ms':>15}")
+    print(f"{'storage':>8} {'decode ms/tok':>14} {'all logits':>11} {'floor ms':>9} "
+          f"{'ratio':>6} {'prefill 32 ms':>14} {'prefill 128 ms':>15}")
     for dtype, r in results.items():
         decode_ms, floor_ms = median(r["decode"]), median(r["floor"])
-        print(f"{dtype:>8} {decode_ms:14.2f} {floor_ms:9.2f} {decode_ms / floor_ms:6.2f} "
-              f"{median(r['prefill32']):14.1f} {median(r['prefill128']):15.1f}")
+        print(f"{dtype:>8} {decode_ms:14.2f} {median(r['logits']):11.2f} {floor_ms:9.2f} "
+              f"{decode_ms / floor_ms:6.2f} {median(r['prefill32']):14.1f} "
+              f"{median(r['prefill128']):15.1f}")
     first, *others = results
     for dtype in others:
         ratio = median(results[dtype]["decode"]) / median(results[first]["decode"])
