@@ -72,14 +72,15 @@ def process_logits(backend: Any, options: DecodeOptions, logits: Any,
     return options.processors(backend, logits, sequences, prompt_lengths)
 
 
-def start_decode(model: Any, state: GenerationState, all_positions: bool = False
-                 ) -> tuple[Any, Any, Any]:
+def start_decode(model: Any, state: GenerationState, all_positions: bool = False,
+                 logits: bool = True) -> tuple[Any, Any, Any]:
     """The start every decoding strategy shares: the positions every row has (the shortest
     prompt) run from 0 into a new cache as long as the rows.
 
     Returns (logits [B, 1, V] of the last of those positions, hidden states, cache): the
     hidden states are [B, 1, H], or with all_positions [B, n, H] (contrastive search
-    compares candidates with every position's), and the caller releases them.
+    compares candidates with every position's), and the caller releases them. With
+    logits=False the first is None (greedy steps take their tokens from the hidden states).
     """
     backend = model.backend
     index = min(state.prompt_lengths)
@@ -87,8 +88,10 @@ def start_decode(model: Any, state: GenerationState, all_positions: bool = False
     hidden, cache = model.build_cache(ids, cache_length=len(state.token_ids[0]),
                                       last_position_only=not all_positions)
     backend.release(ids)
+    if not logits:
+        return None, hidden, cache
     last = backend.select_position(hidden, index - 1) if all_positions else hidden
-    logits = model.project(last)
+    projected = model.project(last)
     if last is not hidden:
         backend.release(last)
-    return logits, hidden, cache
+    return projected, hidden, cache

@@ -301,13 +301,16 @@ class GenerativeTask:
         done = [state.prompt_lengths[r] >= state.row_ends[r] for r in range(batch)]
         if all(done):
             return
-        logits, last, cache = start_decode(self, state)
-        backend.release(last)
-        # Plain greedy steps are all alike (the forward pass and an argmax): a backend may
+        # Plain greedy steps take their tokens from the hidden states (the backend may skip
+        # logits: Backend.reverse_embedding_argmax) and are all alike, so a backend may
         # replay them without this Python (Backend.step_replayer).
+        greedy = type(sampler) is GreedySampler and not options.processors
+        logits, last, cache = start_decode(self, state, logits=not greedy)
         replayer, replayed = None, []
-        if type(sampler) is GreedySampler and not options.processors:
+        if greedy:
+            replayed = self.lm_head.argmax(last)
             replayer = backend.step_replayer()
+        backend.release(last)
 
         def forward(tokens: list[int], index: int) -> Any:
             """The logits of feeding `tokens` at cache index `index` (the cache in place)."""
@@ -330,7 +333,7 @@ class GenerativeTask:
                 live = [not (forced[r] or done[r]) for r in range(batch)]
                 step_rngs = [rngs[r] if live[r] and rngs is not None else None
                              for r in range(batch)]
-                if logits is None:  # the replayer's step sampled already
+                if logits is None:  # a greedy step's tokens, already sampled
                     sampled = replayed
                 else:
                     processed = logits
@@ -352,10 +355,11 @@ class GenerativeTask:
                 index += 1
                 if all(done) or index >= max_length:
                     return
-                if replayer is None:
+                if not greedy:
                     logits = forward(tokens, index - 1)
+                elif replayer is None:
+                    replayed = greedy_step(tokens, index - 1)
                 else:
-                    logits = None
                     replayed = replayer.run(lambda: greedy_step(tokens, index - 1), index - 1,
                                             tokens)
         finally:
