@@ -171,12 +171,16 @@ class GPT2CausalLM(GenerativeTask):
         Returns (logits [B, S, V], hidden_states [B, S, H], cache). The cache is updated in
         place and returned.
         """
+        hidden_states = self._forward_with_cache(token_ids, cache, cache_update_index)
+        return self.project(hidden_states), hidden_states, cache
+
+    def _forward_with_cache(self, token_ids: Any, cache: Any, index: int) -> Any:
         ids, (batch, seq_len) = self._token_tensor(token_ids)
-        self._check_cache(cache, batch, seq_len, cache_update_index)
-        hidden_states = self.backbone.forward(ids, cache, cache_update_index)
+        self._check_cache(cache, batch, seq_len, index)
+        hidden_states = self.backbone.forward(ids, cache, index)
         if ids is not token_ids:
             self.backend.release(ids)
-        return self.project(hidden_states), hidden_states, cache
+        return hidden_states
 
     def greedy_next_tokens(self, token_ids: Any, cache: Any, cache_update_index: int
                            ) -> list[int]:
@@ -185,23 +189,19 @@ class GPT2CausalLM(GenerativeTask):
         steps call it; the backend may skip the logits it can prove smaller
         (`Backend.reverse_embedding_argmax`), so none are returned.
 
-        Example:
+        Example (the cache is written alike both times):
             >>> from webgpt2 import GPT2Backbone
-            >>> backbone = GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2,
-            ...                         hidden_dim=8, intermediate_dim=16,
-            ...                         max_sequence_length=16, backend="wasm")
-            >>> backbone.initialize_weights(seed=0)
-            >>> lm = GPT2CausalLM(backbone)
-            >>> _, cache = lm.build_cache([[1, 2, 3]], cache_length=8)
-            >>> logits, _, _ = lm.call_with_cache([[4]], cache, 3)
+            >>> bb = GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
+            ...                   intermediate_dim=16, max_sequence_length=16, backend="wasm")
+            >>> bb.initialize_weights(seed=0)
+            >>> lm = GPT2CausalLM(bb)
+            >>> cache = lm.build_cache([[1, 2, 3]], cache_length=8)[1]
+            >>> logits = lm.call_with_cache([[4]], cache, 3)[0]
             >>> lm.greedy_next_tokens([[4]], cache, 3) == lm.backend.argmax(logits)
             True
         """
-        ids, (batch, seq_len) = self._token_tensor(token_ids)
-        self._check_cache(cache, batch, seq_len, cache_update_index)
-        hidden_states = self.backbone.forward(ids, cache, cache_update_index)
-        if ids is not token_ids:
-            self.backend.release(ids)
+        hidden_states = self._forward_with_cache(token_ids, cache, cache_update_index)
+        seq_len = self.backend.shape(hidden_states)[1]
         last = hidden_states
         if seq_len > 1:
             last = self.backend.select_position(hidden_states, seq_len - 1)
