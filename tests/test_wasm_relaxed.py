@@ -1,6 +1,6 @@
 """The wasm backend's relaxed-SIMD builds (`kernels-relaxed*.wasm`, tools/build_wasm.py): only
-they use relaxed SIMD, the drivers pick them where the engine has it (or as told), and what
-their multiply-add may change.
+they use relaxed SIMD, which build the native driver loads, and what their multiply-add may
+change.
 
 The page's side (WebAssembly.validate in Chromium) is in test_browser_wasm.py.
 """
@@ -56,19 +56,22 @@ def test_only_the_relaxed_builds_and_the_probe_need_relaxed_simd():
         assert not validates(without, relaxed) and validates(with_it, relaxed)
 
 
-def test_the_driver_picks_the_module_and_says_which(monkeypatch):
+def test_the_native_driver_loads_the_baseline_unless_told(monkeypatch):
+    """wasmtime has relaxed SIMD, but runs the relaxed build's tiled products slower (native.py):
+    natively the baseline build is the default; the argument or $WEBGPT2_WASM_RELAXED picks."""
     monkeypatch.delenv(RELAXED_ENV, raising=False)
     info = native().describe()
     assert info["relaxed_simd_engine"] is True  # wasmtime has relaxed SIMD
-    assert info["module"] == "kernels-relaxed.wasm" and info["relaxed_simd"] is True
-    assert info["module_bytes"] == len(load_module(relaxed=True))
-    baseline = native(relaxed=False).describe()
-    assert baseline["module"] == "kernels.wasm" and baseline["relaxed_simd"] is False
-    monkeypatch.setenv(RELAXED_ENV, "0")
-    assert native().describe()["module"] == "kernels.wasm"
+    assert info["module"] == "kernels.wasm" and info["relaxed_simd"] is False
+    assert info["module_bytes"] == len(load_module())
+    relaxed = native(relaxed=True).describe()
+    assert relaxed["module"] == "kernels-relaxed.wasm" and relaxed["relaxed_simd"] is True
     monkeypatch.setenv(RELAXED_ENV, "1")
-    assert use_relaxed(False) is True  # forced, even where the module would not compile
+    assert native().describe()["module"] == "kernels-relaxed.wasm"
     assert native(relaxed=False).describe()["module"] == "kernels.wasm"  # the argument wins
+    assert use_relaxed(False) is True  # forced, even where the module would not compile
+    monkeypatch.setenv(RELAXED_ENV, "0")
+    assert use_relaxed(True) is False  # the page's default (the browser has it) overridden
     monkeypatch.setenv(RELAXED_ENV, "yes")
     with pytest.raises(ValueError, match="expected 0, 1 or auto"):
         use_relaxed(True)

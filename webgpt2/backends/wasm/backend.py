@@ -81,7 +81,7 @@ class WasmBackend(Backend):
             else:
                 from webgpt2.backends.wasm.native import NativeDriver
 
-                driver = NativeDriver()  # relaxed SIMD where wasmtime has it
+                driver = NativeDriver()  # the baseline build (native.py says why)
         self.driver = driver
         self.dtype = dtype
         limit = min(int(max_memory), MAX_PAGES * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE

@@ -5,9 +5,11 @@ export): the checked `Func.__call__` costs about 15 us per call in type checks a
 conversions, a fifth of a decode step's time on the host side. Memory is read and written
 through a memoryview of wasmtime's linear memory, refreshed when it grows.
 
-Which module: given no bytes, the driver loads the relaxed-SIMD build
-(`kernels-relaxed.wasm`) when the engine validates relaxed SIMD (wasmtime has it on by
-default; set `$WEBGPT2_WASM_RELAXED=0` or pass `relaxed=False` for `kernels.wasm`).
+Which module: given no bytes, the driver loads `kernels.wasm`, without relaxed SIMD, although
+wasmtime has relaxed SIMD (on by default) and fuses its multiply-add into an FMA where the CPU
+has one: Cranelift runs the relaxed build's tiled products (prefill) about 10% slower and its
+decode products no faster (wasm/README.md). `relaxed=True` or `$WEBGPT2_WASM_RELAXED=1`
+loads `kernels-relaxed.wasm` instead.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def _close(driver: weakref.ref) -> None:
 
 class NativeDriver(Driver):
     """The kernels module instantiated in wasmtime with a memory created here: the given
-    bytes, or the shipped build that suits the engine (relaxed SIMD or not; `relaxed` forces
-    one, see the module docstring).
+    bytes, or a shipped build (the baseline, or with `relaxed` the relaxed-SIMD one; see the
+    module docstring).
 
     Example:
         >>> from webgpt2.backends.wasm.backend import load_module
@@ -117,17 +119,17 @@ class NativeDriver(Driver):
         >>> d.write(d.call("heap_base"), b"abcd")
         >>> d.read(d.call("heap_base"), 4)
         b'abcd'
-        >>> NativeDriver(relaxed=False).describe()["module"]
-        'kernels.wasm'
+        >>> NativeDriver(relaxed=True).describe()["module"]
+        'kernels-relaxed.wasm'
     """
 
     def __init__(self, module_bytes: bytes | None = None, relaxed: bool | None = None) -> None:
         config = wasmtime.Config()
-        config.wasm_relaxed_simd = True  # the default; explicit, as the choice below needs it
+        config.wasm_relaxed_simd = True  # the default; explicit, for the relaxed build
         self._engine = wasmtime.Engine(config)
         self.relaxed_simd_engine = _validates(self._engine, RELAXED_SIMD_PROBE)
-        if module_bytes is None:
-            module_bytes = load_module(relaxed=use_relaxed(self.relaxed_simd_engine, relaxed))
+        if module_bytes is None:  # the baseline unless told (see the module docstring)
+            module_bytes = load_module(relaxed=use_relaxed(False, relaxed))
         self.module = module_name(module_bytes)
         self.module_bytes = len(module_bytes)
         try:

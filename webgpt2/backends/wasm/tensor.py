@@ -18,7 +18,8 @@ THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-threads.wasm")
 RELAXED_MODULE_PATH = MODULE_PATH.with_name("kernels-relaxed.wasm")
 RELAXED_THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-relaxed-threads.wasm")
 # "0" loads the modules without relaxed SIMD, "1" the relaxed ones (which do not compile on an
-# engine without relaxed SIMD); unset (or "auto"), the relaxed ones where the engine has it.
+# engine without relaxed SIMD); unset (or "auto"), the driver's default: in a page the relaxed
+# ones where the browser has relaxed SIMD, natively the baseline (wasmtime runs it faster).
 RELAXED_ENV = "WEBGPT2_WASM_RELAXED"
 # A module whose one function is an f32x4.relaxed_madd of its three v128 parameters: valid
 # exactly where the engine has relaxed SIMD (WebAssembly.validate, Module.validate).
@@ -49,9 +50,9 @@ def load_module(threads: bool = False, relaxed: bool = False) -> bytes:
                            f"python tools/build_wasm.py ({e})") from e
 
 
-def use_relaxed(engine_has_it: bool, relaxed: bool | None = None) -> bool:
+def use_relaxed(default: bool, relaxed: bool | None = None) -> bool:
     """Whether a driver loads the relaxed-SIMD build: `relaxed` when given, else
-    $WEBGPT2_WASM_RELAXED when set, else whether the engine has relaxed SIMD.
+    $WEBGPT2_WASM_RELAXED when set to 0 or 1, else the driver's `default`.
 
     Example:
         >>> use_relaxed(True, relaxed=False), use_relaxed(False, relaxed=True)
@@ -61,7 +62,7 @@ def use_relaxed(engine_has_it: bool, relaxed: bool | None = None) -> bool:
         return bool(relaxed)
     setting = os.environ.get(RELAXED_ENV, "auto").strip().lower()
     if setting in ("", "auto"):
-        return engine_has_it
+        return default
     if setting not in ("0", "1"):
         raise ValueError(f"${RELAXED_ENV} is {setting!r}; expected 0, 1 or auto")
     return setting == "1"
