@@ -18,7 +18,8 @@ what a float32 step cannot go under with these kernels in this browser. wasm run
 matrix product between workers; the page's own default is the core count, at most 4) and
 `--dtype` (the storage of its weights, float32 by default; with several, each thread count
 runs them one after the other and a last line per count gives their decode ratio to the
-first dtype's: float16 / float32).
+first dtype's: float16 / float32). The page loads the relaxed-SIMD build where the browser
+has relaxed SIMD; `WEBGPT2_WASM_RELAXED=0` here (forwarded into the page) loads the baseline.
 WebGPU here is SwiftShader (a CPU fallback), about 440 ms/token on GPT-2 124M: it runs 8
 tokens, one round, there (or leave it out: `--backends wasm`).
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import textwrap
@@ -57,19 +59,20 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 # Page-side Python: the wasm backend with this many threads, waiting until its helpers run.
 THREADS = textwrap.dedent("""
-    import time, js
+    import os, time, js
     from pyodide.ffi import run_sync
     from webgpt2.backends import register_backend, get_backend
     from webgpt2.backends.wasm import WasmBackend
     from webgpt2.backends.wasm.browser import BrowserDriver
 
+    os.environ["WEBGPT2_WASM_RELAXED"] = "__RELAXED__"  # this process's, forwarded (auto if unset)
     register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads=COUNT),
                                                  dtype="DTYPE"))
     driver = get_backend("wasm").driver
     start = time.time()
     while driver.ready_threads() < COUNT and time.time() - start < 10:
         run_sync(js.Promise.new(lambda resolve, reject: js.setTimeout(resolve, 20)))
-    driver.ready_threads()
+    [driver.ready_threads(), driver.module]
 """)
 
 # Page-side Python: the in-page floor of the loaded wasm model (see the module docstring).
@@ -179,9 +182,11 @@ def main() -> int:
             decodes: dict[tuple[int, str], float] = {}
             for backend, threads, dtype in runs:
                 if threads:
-                    ready = page.evaluate("(c) => webgpt2.runPython(c)",
-                                          THREADS.replace("COUNT", str(threads))
-                                          .replace("DTYPE", dtype))
+                    ready, module = page.evaluate(
+                        "(c) => webgpt2.runPython(c)",
+                        THREADS.replace("COUNT", str(threads)).replace("DTYPE", dtype)
+                        .replace("__RELAXED__", os.environ.get("WEBGPT2_WASM_RELAXED", "auto")))
+                    print(f"wasm with {threads} threads, {dtype}: module {module}")
                     if ready != threads:
                         print(f"wasm with {threads} threads: only {ready} started")
                 t0 = time.perf_counter()

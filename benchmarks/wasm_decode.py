@@ -12,7 +12,9 @@ over every weight matrix a decode step reads (each block's four, and the tied to
 with no other work: what a decode step with all logits cannot go under with these kernels;
 the greedy decode's ratio to it; and the prefill of 32 and 128 tokens (generation's
 prefill: the cache and the last position's logits); then each later dtype's decode time
-over the first's. It also checks that the float32 tokens equal the cpu backend's.
+over the first's. It also checks that the float32 tokens equal the cpu backend's. The
+module is the native default, `kernels.wasm`; `WEBGPT2_WASM_RELAXED=1` runs the
+relaxed-SIMD build (`kernels-relaxed.wasm`).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def main() -> None:
         load_s = time.perf_counter() - t0
         runners[dtype] = (lm, decode, prefill, floor_runner(lm))
         print(f"{dtype}: loaded in {load_s:.1f} s; "
-              f"{lm.backend.memory.bytes_in_use / 2**20:.0f} MiB of wasm memory in use")
+              f"{lm.backend.memory.bytes_in_use / 2**20:.0f} MiB of wasm memory in use; "
+              f"module {lm.backend.describe()['module']}")
         decode(prompts[32], 3)  # warm: compiled code, free lists
 
     results = {d: {"decode": [], "logits": [], "floor": [], "prefill32": [], "prefill128": []}

@@ -118,6 +118,10 @@ def test_browser_driver_grows_memory_and_reports_errors(page):
     assert "'memcpy' trapped" in r["errors"][2]
     assert r["argmax"] == [2]
     assert r["describe"]["driver"] == "browser" and r["describe"]["simd"] is True
+    # Chromium has relaxed SIMD (WebAssembly.validate accepts the probe): the relaxed build.
+    assert r["describe"]["relaxed_simd_engine"] is True
+    assert r["describe"]["relaxed_simd"] is True
+    assert r["describe"]["module"] in ("kernels-relaxed.wasm", "kernels-relaxed-threads.wasm")
 
 
 @pytest.mark.parametrize("name", ["tiny", "small"])
@@ -227,12 +231,13 @@ def test_wasm_is_the_default_without_webgpu(tiny_checkpoint):
 def test_threads_in_an_isolated_page_give_the_same_tokens(page, cpu_models):
     """The page is cross-origin isolated: the default wasm backend splits products between
     the Pyodide worker and helper workers on a shared memory (as many threads as cores,
-    up to 4); one thread and several give the cpu backend's ids."""
+    up to 4); one thread and several, with relaxed SIMD's multiply-add and without, give the
+    cpu backend's ids."""
     info = page.evaluate("webgpt2.ready")
     assert info["crossOriginIsolated"] is True
     cores = page.evaluate("navigator.hardwareConcurrency")
     native = record_generation(cpu_models["small"], PROMPT, 16)["tokenIds"]
-    for threads in (2, 1):
+    for threads, relaxed in ((2, None), (1, None), (2, False), (1, False)):
         ready = run_python(page, f"""
             import time, js
             from pyodide.ffi import run_sync
@@ -240,7 +245,8 @@ def test_threads_in_an_isolated_page_give_the_same_tokens(page, cpu_models):
             from webgpt2.backends.wasm import WasmBackend
             from webgpt2.backends.wasm.browser import BrowserDriver
 
-            register_backend("wasm", lambda: WasmBackend(driver=BrowserDriver(threads={threads})))
+            register_backend("wasm", lambda: WasmBackend(
+                driver=BrowserDriver(threads={threads}, relaxed={relaxed})))
             driver = get_backend("wasm").driver
             start = time.time()
             while driver.ready_threads() < {threads} and time.time() - start < 20:
@@ -250,6 +256,7 @@ def test_threads_in_an_isolated_page_give_the_same_tokens(page, cpu_models):
         assert ready == threads
         info = load(page, "small")
         assert info["device"].endswith(f"{threads} thread" + ("s" if threads > 1 else ""))
+        assert ("relaxed SIMD" in info["device"]) == (relaxed is None)  # Chromium has it
         assert generate(page, PROMPT, maxNewTokens=16)["tokenIds"] == native
     default = run_python(page, "from webgpt2.backends.wasm.browser import default_threads\n"
                                "default_threads()")

@@ -56,17 +56,20 @@ def test_committed_module_is_built_from_the_sources(tmp_path):
         import build_wasm
     finally:
         sys.path.pop(0)
-    for output, threads in ((build_wasm.OUTPUT, False), (build_wasm.THREADS_OUTPUT, True)):
-        fresh = build_wasm.build(tmp_path / output.name, threads=threads)
+    assert len(build_wasm.MODULES) == 4  # one and many threads, without and with relaxed SIMD
+    for output, threads, relaxed in build_wasm.MODULES:
+        fresh = build_wasm.build(tmp_path / output.name, threads=threads, relaxed=relaxed)
         assert fresh == output.read_bytes(), (
             f"webgpt2/backends/wasm/{output.name} differs from a build of wasm/*.c: run "
             "python tools/build_wasm.py and commit the result")
 
 
 def test_module_is_small_and_every_source_says_what_it_computes():
-    from webgpt2.backends.wasm.backend import MODULE_PATH
+    from webgpt2.backends.wasm.tensor import module_path
 
-    assert MODULE_PATH.stat().st_size < 100_000
+    for threads in (False, True):
+        for relaxed in (False, True):
+            assert module_path(threads, relaxed).stat().st_size < 100_000
     for source in sorted((ROOT / "wasm").glob("*.c")):
         assert source.read_text().startswith("/* "), f"{source.name} starts without a comment"
 

@@ -18,6 +18,16 @@ typedef unsigned int u32;
 typedef unsigned short u16;
 typedef unsigned char u8;
 
+/* acc + a b in f32 lanes, for the matrix products' inner loops (matmul.c). The relaxed
+ * builds (-mrelaxed-simd, tools/build_wasm.py) use one f32x4.relaxed_madd, which the engine
+ * may fuse (one rounding: an FMA, where the CPU has one) or not (a b rounded, then added);
+ * the other builds multiply, then add. */
+#ifdef __wasm_relaxed_simd__
+#define MADD(acc, a, b) wasm_f32x4_relaxed_madd(a, b, acc)
+#else
+#define MADD(acc, a, b) wasm_f32x4_add(acc, wasm_f32x4_mul(a, b))
+#endif
+
 INLINE float hsum(v128_t v) {
     return (wasm_f32x4_extract_lane(v, 0) + wasm_f32x4_extract_lane(v, 1)) +
            (wasm_f32x4_extract_lane(v, 2) + wasm_f32x4_extract_lane(v, 3));

@@ -19,12 +19,12 @@ INLINE float dot_row_f32(const float *x, const float *w, int K) {
     v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
     int k = 0;
     for (; k + 16 <= K; k += 16) {
-        a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
-        a1 = ADD(a1, MUL(LOAD(x + k + 4), LOAD(w + k + 4)));
-        a2 = ADD(a2, MUL(LOAD(x + k + 8), LOAD(w + k + 8)));
-        a3 = ADD(a3, MUL(LOAD(x + k + 12), LOAD(w + k + 12)));
+        a0 = MADD(a0, LOAD(x + k), LOAD(w + k));
+        a1 = MADD(a1, LOAD(x + k + 4), LOAD(w + k + 4));
+        a2 = MADD(a2, LOAD(x + k + 8), LOAD(w + k + 8));
+        a3 = MADD(a3, LOAD(x + k + 12), LOAD(w + k + 12));
     }
-    for (; k + 4 <= K; k += 4) a0 = ADD(a0, MUL(LOAD(x + k), LOAD(w + k)));
+    for (; k + 4 <= K; k += 4) a0 = MADD(a0, LOAD(x + k), LOAD(w + k));
     float s = hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
     for (; k < K; k++) s += x[k] * w[k];
     return s;
@@ -41,15 +41,15 @@ INLINE float dot_row_packed(const float *xs, const u16 *w, int K) {
     for (; k + 16 <= K; k += 16) {
         load_packed_raw(w + k, &w0, &w1);
         load_packed_raw(w + k + 8, &w2, &w3);
-        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
-        a1 = ADD(a1, MUL(LOAD(xs + k + 4), w1));
-        a2 = ADD(a2, MUL(LOAD(xs + k + 8), w2));
-        a3 = ADD(a3, MUL(LOAD(xs + k + 12), w3));
+        a0 = MADD(a0, LOAD(xs + k), w0);
+        a1 = MADD(a1, LOAD(xs + k + 4), w1);
+        a2 = MADD(a2, LOAD(xs + k + 8), w2);
+        a3 = MADD(a3, LOAD(xs + k + 12), w3);
     }
     if (k < K) { /* 8 left: into a0, as dot_row_f32's 4-wide tail does */
         load_packed_raw(w + k, &w0, &w1);
-        a0 = ADD(a0, MUL(LOAD(xs + k), w0));
-        a0 = ADD(a0, MUL(LOAD(xs + k + 4), w1));
+        a0 = MADD(a0, LOAD(xs + k), w0);
+        a0 = MADD(a0, LOAD(xs + k + 4), w1);
     }
     return hsum(ADD(ADD(a0, a1), ADD(a2, a3)));
 }

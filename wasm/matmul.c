@@ -70,10 +70,10 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
     int k = 0;
     for (; k + 4 <= K; k += 4) {
         v128_t u = LOAD(w0 + k), v = LOAD(w1 + k), t;
-        t = LOAD(x0 + k); a0 = ADD(a0, MUL(t, u)); a1 = ADD(a1, MUL(t, v));
-        t = LOAD(x1 + k); b0 = ADD(b0, MUL(t, u)); b1 = ADD(b1, MUL(t, v));
-        t = LOAD(x2 + k); c0 = ADD(c0, MUL(t, u)); c1 = ADD(c1, MUL(t, v));
-        t = LOAD(x3 + k); d0 = ADD(d0, MUL(t, u)); d1 = ADD(d1, MUL(t, v));
+        t = LOAD(x0 + k); a0 = MADD(a0, t, u); a1 = MADD(a1, t, v);
+        t = LOAD(x1 + k); b0 = MADD(b0, t, u); b1 = MADD(b1, t, v);
+        t = LOAD(x2 + k); c0 = MADD(c0, t, u); c1 = MADD(c1, t, v);
+        t = LOAD(x3 + k); d0 = MADD(d0, t, u); d1 = MADD(d1, t, v);
     }
     sums[0][0] = hsum(a0); sums[0][1] = hsum(a1);
     sums[1][0] = hsum(b0); sums[1][1] = hsum(b1);

@@ -147,7 +147,8 @@ def _describe(backend: Any) -> str:
         return backend.name
     if info.get("driver") == "browser" and "threads" in info:  # wasm: the engine, threads
         threads = info["threads"]
-        return f"{info.get('runtime')}, SIMD, {threads} thread{'s' if threads != 1 else ''}"
+        simd = "relaxed SIMD" if info.get("relaxed_simd") else "SIMD"
+        return f"{info.get('runtime')}, {simd}, {threads} thread{'s' if threads != 1 else ''}"
     return str(info.get("adapter") or info.get("device") or info.get("name") or backend.name)
 
 

@@ -82,7 +82,7 @@ class WasmBackend(Backend):
             else:
                 from webgpt2.backends.wasm.native import NativeDriver
 
-                driver = NativeDriver(load_module())
+                driver = NativeDriver()  # the baseline build (native.py says why)
         self.driver = driver
         self.dtype = dtype
         limit = min(int(max_memory), MAX_PAGES * PAGE_SIZE) // PAGE_SIZE * PAGE_SIZE
@@ -468,7 +468,6 @@ class WasmBackend(Backend):
             "simd": True,
             "threads": self.driver.describe().get("threads", 1),
             "dtype": self.dtype,
-            "module_bytes": MODULE_PATH.stat().st_size if MODULE_PATH.exists() else None,
             "memory_bytes": self.driver.memory_size(),
             "memory_limit": self.memory.limit,
             "bytes_in_use": self.memory.bytes_in_use,

@@ -23,6 +23,13 @@ heads) between the threads (pool.c). The host's thread polls, then blocks in
 `memory.atomic.wait32` until the parts are in, which a worker may do.
 Helpers boot asynchronously; products run on the threads that are ready.
 
+Relaxed SIMD: given no bytes, the driver loads the relaxed-SIMD build of either
+(`kernels-relaxed.wasm`, `kernels-relaxed-threads.wasm`: the matrix products' multiply-adds
+as f32x4.relaxed_madd) when `WebAssembly.validate` accepts a module of one relaxed_madd
+(Chrome 114+; a browser without relaxed SIMD, or with it behind a flag, gets the others);
+`relaxed=False` (or True) forces the choice, as `$WEBGPT2_WASM_RELAXED` (0 / 1) does in
+Pyodide's environment.
+
 Example (inside Pyodide):
     >>> from webgpt2.backends.wasm import WasmBackend
     >>> WasmBackend().describe()["driver"]  # doctest: +SKIP
@@ -78,8 +85,14 @@ def default_threads() -> int:
 class BrowserDriver(Driver):
     """The kernels module instantiated by the browser with a memory created here."""
 
-    def __init__(self, module_bytes: bytes | None = None, threads: int | None = None) -> None:
-        from webgpt2.backends.wasm.backend import load_module
+    def __init__(self, module_bytes: bytes | None = None, threads: int | None = None,
+                 relaxed: bool | None = None) -> None:
+        from webgpt2.backends.wasm.tensor import (
+            RELAXED_SIMD_PROBE,
+            load_module,
+            module_name,
+            use_relaxed,
+        )
 
         if js is None:
             raise ImportError("the wasm backend's browser driver runs only inside Pyodide (no "
@@ -94,8 +107,12 @@ class BrowserDriver(Driver):
             raise DriverError(f"threads {threads} need a cross-origin isolated page (COOP and "
                               "COEP headers, as `webgpt2 serve` sends); this one is not")
         self.threads = threads
+        self.relaxed_simd_engine = bool(js.WebAssembly.validate(to_js(RELAXED_SIMD_PROBE)))
         if module_bytes is None:
-            module_bytes = load_module(threads=threads > 1)
+            module_bytes = load_module(threads=threads > 1,
+                                       relaxed=use_relaxed(self.relaxed_simd_engine, relaxed))
+        self.module = module_name(module_bytes)
+        self.module_bytes = len(module_bytes)
         try:
             module = js.WebAssembly.Module.new(to_js(module_bytes))
         except Exception as e:  # a CompileError: no SIMD (or bulk memory) in this browser
@@ -195,4 +212,7 @@ class BrowserDriver(Driver):
     def describe(self) -> dict:
         agent = str(getattr(js.navigator, "userAgent", "")) if hasattr(js, "navigator") else ""
         return {"driver": "browser", "runtime": "browser WebAssembly", "user_agent": agent,
-                "threads": self.ready_threads(), "memory_pages": self.memory_size() // PAGE_SIZE}
+                "threads": self.ready_threads(), "memory_pages": self.memory_size() // PAGE_SIZE,
+                "relaxed_simd_engine": self.relaxed_simd_engine, "module": self.module,
+                "relaxed_simd": None if self.module is None else "relaxed" in self.module,
+                "module_bytes": self.module_bytes}

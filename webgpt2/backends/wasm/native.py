@@ -4,6 +4,12 @@ Kernel calls go through wasmtime's unchecked call (a prepared array of raw value
 export): the checked `Func.__call__` costs about 15 us per call in type checks and value
 conversions, a fifth of a decode step's time on the host side. Memory is read and written
 through a memoryview of wasmtime's linear memory, refreshed when it grows.
+
+Which module: given no bytes, the driver loads `kernels.wasm`, without relaxed SIMD, although
+wasmtime has relaxed SIMD (on by default) and fuses its multiply-add into an FMA where the CPU
+has one: Cranelift runs the relaxed build's tiled products (prefill) about 10% slower and its
+decode products no faster (wasm/README.md). `relaxed=True` or `$WEBGPT2_WASM_RELAXED=1`
+loads `kernels-relaxed.wasm` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ import weakref
 from typing import Any
 
 from webgpt2.backends.wasm.driver import MAX_PAGES, PAGE_SIZE, Driver, DriverError
+from webgpt2.backends.wasm.tensor import (
+    RELAXED_SIMD_PROBE,
+    load_module,
+    module_name,
+    use_relaxed,
+)
 
 try:
     import wasmtime
@@ -82,6 +94,14 @@ class _RawCall:
         return struct.unpack_from(self._result, raw)[0]
 
 
+def _validates(engine: wasmtime.Engine, module_bytes: bytes) -> bool:
+    try:
+        wasmtime.Module.validate(engine, module_bytes)
+    except wasmtime.WasmtimeError:
+        return False
+    return True
+
+
 def _close(driver: weakref.ref) -> None:
     d = driver()
     if d is not None:
@@ -89,7 +109,9 @@ def _close(driver: weakref.ref) -> None:
 
 
 class NativeDriver(Driver):
-    """The kernels module instantiated in wasmtime with a memory created here.
+    """The kernels module instantiated in wasmtime with a memory created here: the given
+    bytes, or a shipped build (the baseline, or with `relaxed` the relaxed-SIMD one; see the
+    module docstring).
 
     Example:
         >>> from webgpt2.backends.wasm.backend import load_module
@@ -97,10 +119,19 @@ class NativeDriver(Driver):
         >>> d.write(d.call("heap_base"), b"abcd")
         >>> d.read(d.call("heap_base"), 4)
         b'abcd'
+        >>> NativeDriver(relaxed=True).describe()["module"]
+        'kernels-relaxed.wasm'
     """
 
-    def __init__(self, module_bytes: bytes) -> None:
-        self._engine = wasmtime.Engine()
+    def __init__(self, module_bytes: bytes | None = None, relaxed: bool | None = None) -> None:
+        config = wasmtime.Config()
+        config.wasm_relaxed_simd = True  # the default; explicit, for the relaxed build
+        self._engine = wasmtime.Engine(config)
+        self.relaxed_simd_engine = _validates(self._engine, RELAXED_SIMD_PROBE)
+        if module_bytes is None:  # the baseline unless told (see the module docstring)
+            module_bytes = load_module(relaxed=use_relaxed(False, relaxed))
+        self.module = module_name(module_bytes)
+        self.module_bytes = len(module_bytes)
         try:
             module = wasmtime.Module(self._engine, module_bytes)
         except wasmtime.WasmtimeError as e:
@@ -190,4 +221,7 @@ class NativeDriver(Driver):
         except Exception:  # metadata missing (a vendored copy): the name alone
             runtime = "wasmtime"
         return {"driver": "native", "runtime": runtime,
-                "unchecked_calls": _wasmtime_ffi is not None}
+                "unchecked_calls": _wasmtime_ffi is not None,
+                "relaxed_simd_engine": self.relaxed_simd_engine, "module": self.module,
+                "relaxed_simd": None if self.module is None else "relaxed" in self.module,
+                "module_bytes": self.module_bytes}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,17 +14,71 @@ from webgpt2.backends.wasm.memory import LinearMemory
 MODULE_PATH = Path(__file__).resolve().parent / "kernels.wasm"
 # The same kernels built for a shared memory, run on several threads in an isolated page.
 THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-threads.wasm")
+# Both again with relaxed SIMD: the matrix products' multiply-adds are f32x4.relaxed_madd,
+# one FMA where the engine and the CPU have it (wasm/common.h's MADD).
+RELAXED_MODULE_PATH = MODULE_PATH.with_name("kernels-relaxed.wasm")
+RELAXED_THREADS_MODULE_PATH = MODULE_PATH.with_name("kernels-relaxed-threads.wasm")
+# "0" loads the modules without relaxed SIMD, "1" the relaxed ones (which do not compile on an
+# engine without relaxed SIMD); unset (or "auto"), the driver's default: in a page the relaxed
+# ones where the browser has relaxed SIMD, natively the baseline (wasmtime runs it faster).
+RELAXED_ENV = "WEBGPT2_WASM_RELAXED"
+# A module whose one function is an f32x4.relaxed_madd of its three v128 parameters: valid
+# exactly where the engine has relaxed SIMD (WebAssembly.validate, Module.validate).
+RELAXED_SIMD_PROBE = bytes.fromhex(
+    "0061736d01000000"  # magic, version 1
+    "010801" "60037b7b7b017b"  # types: (v128, v128, v128) -> v128
+    "03020100"  # functions: one, of type 0
+    "0a0d010b00" "200020012002" "fd8502" "0b"  # code: local.get 0, 1, 2; relaxed_madd; end
+)
 
 
-def load_module(threads: bool = False) -> bytes:
+def module_path(threads: bool = False, relaxed: bool = False) -> Path:
+    """The kernels module's file: with threads, the shared-memory build; with relaxed, the
+    relaxed-SIMD build."""
+    if relaxed:
+        return RELAXED_THREADS_MODULE_PATH if threads else RELAXED_MODULE_PATH
+    return THREADS_MODULE_PATH if threads else MODULE_PATH
+
+
+def load_module(threads: bool = False, relaxed: bool = False) -> bytes:
     """The kernels module's bytes (built by tools/build_wasm.py from wasm/*.c); with threads,
-    the shared-memory build."""
-    path = THREADS_MODULE_PATH if threads else MODULE_PATH
+    the shared-memory build; with relaxed, the relaxed-SIMD build."""
+    path = module_path(threads, relaxed)
     try:
         return path.read_bytes()
     except OSError as e:
         raise BackendError(f"the wasm kernels module {path} is missing: build it with "
                            f"python tools/build_wasm.py ({e})") from e
+
+
+def use_relaxed(default: bool, relaxed: bool | None = None) -> bool:
+    """Whether a driver loads the relaxed-SIMD build: `relaxed` when given, else
+    $WEBGPT2_WASM_RELAXED when set to 0 or 1, else the driver's `default`.
+
+    Example:
+        >>> use_relaxed(True, relaxed=False), use_relaxed(False, relaxed=True)
+        (False, True)
+    """
+    if relaxed is not None:
+        return bool(relaxed)
+    setting = os.environ.get(RELAXED_ENV, "auto").strip().lower()
+    if setting in ("", "auto"):
+        return default
+    if setting not in ("0", "1"):
+        raise ValueError(f"${RELAXED_ENV} is {setting!r}; expected 0, 1 or auto")
+    return setting == "1"
+
+
+def module_name(module_bytes: bytes) -> str | None:
+    """The file name of the shipped module with these bytes, or None (another module)."""
+    for path in (MODULE_PATH, THREADS_MODULE_PATH, RELAXED_MODULE_PATH,
+                 RELAXED_THREADS_MODULE_PATH):
+        try:
+            if path.stat().st_size == len(module_bytes) and path.read_bytes() == module_bytes:
+                return path.name
+        except OSError:
+            continue
+    return None
 
 
 def _head_major_order(shape: Sequence[int]) -> list[int]:
