@@ -133,3 +133,26 @@ def test_no_memory_for_the_screen_takes_every_logit():
     assert b.reverse_embedding_argmax(x, table) == [int(np.argmax(a @ np.asarray(
         b.to_list(x), np.float32)[0]))]
     assert table.screen is False
+
+
+def test_random_tables_and_rows_agree_with_argmax(b):
+    """Seeded cases built to be awkward: tiny and odd sizes, magnitudes from 2^-60 to 2^30,
+    rows copied with one-ulp changes, sparse rows and inputs, both storages."""
+    r = np.random.default_rng(11)
+    for case in range(120):
+        vocabulary, hidden = int(r.integers(1, 300)), int(r.integers(1, 80))
+        scale = float(2.0 ** r.integers(-60, 30))
+        a = (r.standard_normal((vocabulary, hidden)) * scale).astype(np.float32)
+        if case % 3 == 0 and vocabulary > 2:  # near copies of one row
+            picks = r.integers(0, vocabulary, vocabulary // 2)
+            a[picks] = a[0]
+            a[picks, r.integers(0, hidden)] = np.nextafter(a[picks, 0], np.inf)
+        if case % 5 == 0:
+            a[r.random(a.shape) < 0.7] = 0.0
+        dtype = "float16" if case % 2 else "float32"
+        table = b.upload(host(a), "embedding", dtype)
+        rows = int(r.integers(1, 4))
+        x = (r.standard_normal((rows, hidden)) * float(2.0 ** r.integers(-20, 20)))
+        x[r.random(x.shape) < 0.3] = 0.0
+        check(b, x.astype(np.float32), table)
+        b.release(table)
