@@ -156,3 +156,13 @@ def test_random_tables_and_rows_agree_with_argmax(b):
         x[r.random(x.shape) < 0.3] = 0.0
         check(b, x.astype(np.float32), table)
         b.release(table)
+
+
+def test_rows_of_subnormal_size_still_agree(b):
+    r = np.random.default_rng(12)
+    a = r.standard_normal((90, 40)).astype(np.float32)
+    a[::2] *= np.float32(2.0 ** -124)  # scales 1 / s would overflow: q = 0 there
+    a[1::4] *= np.float32(2.0 ** -140)  # subnormal
+    table = b.upload(host(a), "embedding")
+    assert max(check(b, r.standard_normal((3, 40)).astype(np.float32) * 2.0 ** 30, table)) < 90
+    check(b, r.standard_normal((2, 40)).astype(np.float32), table)

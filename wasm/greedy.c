@@ -53,11 +53,30 @@ long screen_bytes(int N, int K) { return padded_n(N) * padded_k(K) + (long)N * 1
 /* Panel of row v: rows v & ~3 .. +3, 16 bytes of each in turn. */
 INLINE i8 *panel_of(i8 *q, long v, int Kp) { return q + (v / PANEL) * PANEL * Kp; }
 
+/* f64 sums over 4 elements: r2 += (e - s q)^2, n2 += e^2, q2 += (s q)^2, two lanes at a time
+ * (each product and difference exact or rounded in f64, ~1e-16 relative). */
+INLINE void add_squares(v128_t e, v128_t q, v128_t s, v128_t *r2, v128_t *n2, v128_t *q2) {
+    for (int half = 0; half < 2; half++) {
+        v128_t e2 = wasm_f64x2_promote_low_f32x4(e), sq = wasm_f64x2_mul(
+            wasm_f64x2_promote_low_f32x4(q), s), d = wasm_f64x2_sub(e2, sq);
+        *r2 = wasm_f64x2_add(*r2, wasm_f64x2_mul(d, d));
+        *n2 = wasm_f64x2_add(*n2, wasm_f64x2_mul(e2, e2));
+        *q2 = wasm_f64x2_add(*q2, wasm_f64x2_mul(sq, sq));
+        e = wasm_i64x2_shuffle(e, e, 1, 0);
+        q = wasm_i64x2_shuffle(q, q, 1, 0);
+    }
+}
+
+INLINE double sum2(v128_t v) {
+    return wasm_f64x2_extract_lane(v, 0) + wasm_f64x2_extract_lane(v, 1);
+}
+
 EXPORT(screen_table)
 int screen_table(const void *table, int N, int K, int f16, i8 *screen, float *scratch) {
-    int Kp = padded_k(K);
+    int Kp = padded_k(K), K16 = K & ~15;
     float *consts = (float *)(screen + padded_n(N) * Kp);
     double gamma = K * 0x1p-24 / (1.0 - K * 0x1p-24);
+    v128_t huge = wasm_f32x4_splat((float)HUGE_ABS), top = wasm_f32x4_splat(127.0f);
     __builtin_memset(screen, 0, (unsigned long)(padded_n(N) * Kp));
     for (long v = 0; v < N; v++) {
         const float *e = (const float *)table + v * K;
@@ -65,16 +84,44 @@ int screen_table(const void *table, int N, int K, int f16, i8 *screen, float *sc
             unpack_f16(table, v * K, K, scratch);
             e = scratch;
         }
-        double amax = 0.0;
-        for (int k = 0; k < K; k++) {
+        v128_t peak = wasm_f32x4_splat(0.0f), ok = wasm_i32x4_splat(-1);
+        int k = 0;
+        for (; k + 4 <= K; k += 4) {
+            v128_t a = wasm_f32x4_abs(wasm_v128_load(e + k));
+            ok = wasm_v128_and(ok, wasm_f32x4_lt(a, huge)); /* false for NaN too */
+            peak = wasm_f32x4_max(peak, a);
+        }
+        if (!wasm_i32x4_all_true(ok)) return 0; /* NaN, infinity or huge */
+        double amax = hmax(peak);
+        for (; k < K; k++) {
             double a = __builtin_fabs((double)e[k]);
-            if (!(a < HUGE_ABS)) return 0; /* NaN, infinity or huge */
+            if (!(a < HUGE_ABS)) return 0;
             amax = a > amax ? a : amax;
         }
         float s = (float)(amax / 127.0);
-        double r2 = 0.0, n2 = 0.0, q2 = 0.0;
+        /* Any q will do (the bounds are of the q chosen): E (1 / s) rounded, or 0 where 1 / s
+         * would overflow. */
+        v128_t inverse = wasm_f32x4_splat(s > 0x1p-100f ? 1.0f / s : 0.0f);
+        v128_t sd = wasm_f64x2_splat(s);
+        v128_t r2 = wasm_f64x2_splat(0.0), n2 = r2, q2 = r2;
         i8 *panel = panel_of(screen, v, Kp) + (v % PANEL) * 16;
-        for (int k = 0; k < K; k++) {
+        for (k = 0; k < K16; k += 16) { /* 16 at a time: one store into the panel */
+            v128_t q[4];
+            for (int j = 0; j < 4; j++) {
+                v128_t x = wasm_v128_load(e + k + 4 * j);
+                q[j] = wasm_f32x4_max(wasm_f32x4_min(
+                           wasm_f32x4_nearest(wasm_f32x4_mul(x, inverse)), top),
+                           wasm_f32x4_neg(top));
+                add_squares(x, q[j], sd, &r2, &n2, &q2);
+            }
+            v128_t lo = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(q[0]),
+                                                wasm_i32x4_trunc_sat_f32x4(q[1]));
+            v128_t hi = wasm_i16x8_narrow_i32x4(wasm_i32x4_trunc_sat_f32x4(q[2]),
+                                                wasm_i32x4_trunc_sat_f32x4(q[3]));
+            wasm_v128_store(panel + (k / 16) * PANEL * 16, wasm_i8x16_narrow_i16x8(lo, hi));
+        }
+        double r2s = sum2(r2), n2s = sum2(n2), q2s = sum2(q2);
+        for (; k < K; k++) {
             int q = 0;
             if (s > 0.0f) {
                 float f = __builtin_rintf(e[k] / s);
@@ -82,14 +129,15 @@ int screen_table(const void *table, int N, int K, int f16, i8 *screen, float *sc
             }
             panel[(k / 16) * PANEL * 16 + k % 16] = (i8)q;
             double exact = (double)s * q, d = e[k] - exact;
-            r2 += d * d;
-            n2 += (double)e[k] * e[k];
-            q2 += exact * exact;
+            r2s += d * d;
+            n2s += (double)e[k] * e[k];
+            q2s += exact * exact;
         }
         /* Rounded up: the f64 sums' own errors are ~1e-13 relative. */
         consts[3 * v] = s;
-        consts[3 * v + 1] = (float)((__builtin_sqrt(r2) + gamma * __builtin_sqrt(n2)) * (1 + 1e-6));
-        consts[3 * v + 2] = (float)(__builtin_sqrt(q2) * (1 + 1e-6));
+        consts[3 * v + 1] =
+            (float)((__builtin_sqrt(r2s) + gamma * __builtin_sqrt(n2s)) * (1 + 1e-6));
+        consts[3 * v + 2] = (float)(__builtin_sqrt(q2s) * (1 + 1e-6));
     }
     return 1;
 }
