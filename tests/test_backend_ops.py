@@ -259,6 +259,22 @@ def test_reverse_embedding_argmax_is_argmax_of_the_logits(backend, hidden):
         assert backend.reverse_embedding_argmax(upload(backend, x[:, 0]), table) == expected
 
 
+def test_reverse_embedding_top_k_leaves_out_only_logits_below_the_kth(backend):
+    r = rng(21)
+    table = upload(backend, r.standard_normal((301, 24)).astype(np.float32), "embedding")
+    x = upload(backend, r.standard_normal((2, 1, 24)).astype(np.float32))
+    full = values(backend, backend.reverse_embedding(x, table))
+    for k in (1, 3, 40, 301):
+        cut = values(backend, backend.reverse_embedding(x, table, top_k=k))
+        kept = np.isfinite(cut)
+        np.testing.assert_array_equal(cut[kept], full[kept])
+        assert np.all(cut[~kept] == -np.inf)
+        assert not np.any(~kept & (full >= np.sort(full, axis=-1)[..., [-k]]))
+    for bad, error in ((-1, ValueError), (True, TypeError), (2.5, TypeError)):
+        with pytest.raises(error, match="top_k"):
+            backend.reverse_embedding(x, table, top_k=bad)
+
+
 def test_reverse_embedding_argmax_names_a_bad_shape(backend):
     table = upload(backend, rng(20).standard_normal((11, 4)).astype(np.float32), "embedding")
     with pytest.raises(ValueError, match=r"x has shape \(2, 3, 4\); expected \[B, H\] or"):

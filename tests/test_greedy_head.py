@@ -166,3 +166,50 @@ def test_rows_of_subnormal_size_still_agree(b):
     table = b.upload(host(a), "embedding")
     assert max(check(b, r.standard_normal((3, 40)).astype(np.float32) * 2.0 ** 30, table)) < 90
     check(b, r.standard_normal((2, 40)).astype(np.float32), table)
+
+
+# ---- top-k sampling's logits ------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_top_k_logits_keep_every_logit_top_k_sampling_reads(b, dtype, k):
+    from webgpt2.backends.wasm.greedy import screened_top_k
+
+    r = np.random.default_rng(k)
+    vocabulary, hidden = 997, 64
+    table = b.upload(host(r.standard_normal((vocabulary, hidden)).astype(np.float32) * 0.2),
+                     "embedding", dtype)
+    for x in (r.standard_normal((3, hidden)).astype(np.float32) * 3.0,
+              np.tile(r.standard_normal((1, hidden)).astype(np.float32), (2, 1))):
+        xt = b.tensor(x.tolist(), "float32")
+        full = np.array(b.to_list(b.reverse_embedding(xt, table)), np.float32)
+        screened = screened_top_k(b, xt, table, k, counts=True)
+        assert screened is not None
+        sparse, counts = np.array(b.to_list(screened[0]), np.float32), screened[1]
+        kept = np.isfinite(sparse)
+        np.testing.assert_array_equal(sparse[kept], full[kept])  # bit for bit
+        kth = np.sort(full, axis=1)[:, -k][:, None]
+        assert not np.any(~kept & (full >= kth))  # nothing top-k keeps is left out
+        assert list(kept.sum(axis=1)) == counts and max(counts) < vocabulary // 4, counts
+        for temperature, top_p in ((1.0, 1.0), (0.7, 0.9), (1.3, 0.5)):
+            uniforms = list(r.random(len(x)))
+            assert b.sample(screened[0], uniforms, temperature, k, top_p) == \
+                b.sample(b.reverse_embedding(xt, table), uniforms, temperature, k, top_p)
+
+
+def test_top_k_logits_for_near_ties_and_odd_rows(b):
+    from webgpt2.backends.wasm.greedy import screened_top_k
+
+    r = np.random.default_rng(13)
+    a = np.tile(r.standard_normal(24).astype(np.float32), (200, 1))
+    a[:, 3] += r.integers(-2, 3, 200).astype(np.float32) * np.float32(2.0 ** -12)
+    table = b.upload(host(a), "embedding")
+    x = r.standard_normal((2, 24)).astype(np.float32)
+    x[1] = 0.0  # every logit
+    xt = b.tensor(x.tolist(), "float32")
+    sparse, counts = screened_top_k(b, xt, table, 7, counts=True)
+    full = np.array(b.to_list(b.reverse_embedding(xt, table)), np.float32)
+    sparse = np.array(b.to_list(sparse), np.float32)
+    kept = np.isfinite(sparse)
+    np.testing.assert_array_equal(sparse[kept], full[kept])
+    assert not np.any(~kept & (full >= np.sort(full, axis=1)[:, -7][:, None]))
+    assert counts[1] == 200 and counts[0] > 7

@@ -16,6 +16,12 @@
  *   that it equals argmax(linear(x, table)); out[M + m] how many logits it computed.
  *   scratch: greedy_scratch_bytes(N, K) bytes.
  *
+ * top_k_logits(x, table, screen, logits, counts, M, K, N, f16, k, scratch)
+ *   logits [M, N] f32: for each row of x (M < 4) the logits, as linear computes them, of every
+ *   vocabulary row that may be among the row's k largest, and -inf for the others (which are
+ *   below the k-th largest: top-k sampling keeps none of them); counts [M] i32: how many were
+ *   computed. scratch: greedy_scratch_bytes(N, K) + (N + k) * 4 bytes.
+ *
  * Why it is exact. Let L_v be the logit as linear computes it in float32, and S_v the
  * screen's value t s_v (p . q_v), where x ~ t p is x quantised to integers |p_k| <= P
  * (|x_k - t p_k| <= 0.51 t). p . q_v is exact in i32 (K P 127 < 2^31). Then
@@ -152,7 +158,7 @@ struct screen_pass {
     const short *p;
     const i8 *q;
     const float *consts;
-    float *upper;
+    float *upper, *lows; /* lows: each S_v - B_v, when wanted (top_k_logits) */
     double scale, error, norm;
     double lower[256];
     int N, Kp;
@@ -202,6 +208,7 @@ static void screen_part(const void *args, int chunk, int chunks, int thread) {
             up += __builtin_fabs(up) * 0x1p-20 + 1e-30;
             down -= __builtin_fabs(down) * 0x1p-20 + 1e-30;
             a->upper[v] = (float)up;
+            if (a->lows) a->lows[v] = (float)down; /* the margin covers the cast */
             lower = down > lower ? down : lower;
         }
     }
@@ -230,10 +237,31 @@ static double quantise_row(const float *x, int K, short *p, double *norm) {
     return t;
 }
 
-/* One logit as linear computes it (out of line: both of greedy_head's paths call it). */
+/* One logit as linear computes it (out of line: every path here calls it). */
 __attribute__((noinline)) static float logit(const float *x, const float *xs, const void *table,
                                              long v, int K, int f16, float *buffer) {
     return row_output(x, xs, table, v, K, f16, buffer);
+}
+
+/* x's screen pass (quantised into p, shared between the pool's threads): 0 when the row takes
+ * every logit instead, else 1 with *lower the largest S_v - B_v. */
+static int screen_row(struct screen_pass *pass, short *p, const float *x, int K, int N,
+                      double *lower) {
+    double norm = 0.0, t = quantise_row(x, K, p, &norm);
+    if (t == 0.0) return 0;
+    pass->scale = t;
+    pass->error = 0.51 * t * __builtin_sqrt((double)K);
+    pass->norm = norm;
+    int parts = (long long)N * K >= 64 * 1024 && N >= 64 ? pool_parts() : 1;
+    int chunks = parts > 1 ? parts * POOL_CHUNKS_PER_THREAD : 1;
+    pool_run(screen_part, pass, chunks, parts);
+    *lower = -__builtin_inf();
+    for (int c = 0; c < chunks; c++) *lower = pass->lower[c] > *lower ? pass->lower[c] : *lower;
+    return 1;
+}
+
+INLINE const float *scaled_x(const float *x, int K, int f16, float *buffer) {
+    return f16 && K % 8 == 0 && K <= SCRATCH && scale_row(x, buffer, K) ? buffer : 0;
 }
 
 EXPORT(greedy_head)
@@ -244,28 +272,18 @@ void greedy_head(const float *x, const void *table, const i8 *screen, int *out, 
     short *p = (short *)(scratch + (long)N * 4);
     float *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
     struct screen_pass pass = {p, screen, (const float *)(screen + padded_n(N) * Kp), upper,
-                               0, 0, 0, {0}, N, Kp};
+                               0, 0, 0, 0, {0}, N, Kp};
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
-        double norm = 0.0, t = quantise_row(xr, K, p, &norm);
-        if (t == 0.0) { /* every logit, and argmax's own rule */
-            const float *xs = f16 && K % 8 == 0 && K <= SCRATCH && scale_row(xr, buffer, K)
-                                  ? buffer : 0;
+        double lower;
+        if (!screen_row(&pass, p, xr, K, N, &lower)) { /* every logit, argmax's own rule */
+            const float *xs = scaled_x(xr, K, f16, buffer);
             for (long v = 0; v < N; v++) upper[v] = logit(xr, xs, table, v, K, f16, buffer);
             out[m] = row_argmax(upper, N);
             out[M + m] = N;
             continue;
         }
-        pass.scale = t;
-        pass.error = 0.51 * t * __builtin_sqrt((double)K);
-        pass.norm = norm;
-        int parts = (long long)N * K >= 64 * 1024 && N >= 64 ? pool_parts() : 1;
-        int chunks = parts > 1 ? parts * POOL_CHUNKS_PER_THREAD : 1;
-        pool_run(screen_part, &pass, chunks, parts);
-        double lower = -__builtin_inf();
-        for (int c = 0; c < chunks; c++) lower = pass.lower[c] > lower ? pass.lower[c] : lower;
-        const float *xs = f16 && K % 8 == 0 && K <= SCRATCH && scale_row(xr, buffer, K)
-                              ? buffer : 0;
+        const float *xs = scaled_x(xr, K, f16, buffer);
         int best = -1, computed = 0;
         float peak = 0.0f;
         for (long v = 0; v < N; v++) {
@@ -279,5 +297,61 @@ void greedy_head(const float *x, const void *table, const i8 *screen, int *out, 
         }
         out[m] = best;
         out[M + m] = computed;
+    }
+}
+
+/* The k-th largest of a[0 .. n - 1], k <= n, through a min-heap of the k largest so far. */
+static float kth_largest(const float *a, int n, int k, float *heap) {
+    int size = 0;
+    for (int i = 0; i < n; i++) {
+        float value = a[i];
+        int j;
+        if (size < k) {
+            for (j = size++; j > 0 && heap[(j - 1) / 2] > value; j = (j - 1) / 2)
+                heap[j] = heap[(j - 1) / 2];
+        } else if (value > heap[0]) {
+            for (j = 0;;) {
+                int c = 2 * j + 1;
+                if (c >= k) break;
+                if (c + 1 < k && heap[c + 1] < heap[c]) c++;
+                if (heap[c] >= value) break;
+                heap[j] = heap[c];
+                j = c;
+            }
+        } else {
+            continue;
+        }
+        heap[j] = value;
+    }
+    return heap[0];
+}
+
+EXPORT(top_k_logits)
+void top_k_logits(const float *x, const void *table, const i8 *screen, float *logits,
+                  int *counts, int M, int K, int N, int f16, int k, u8 *scratch) {
+    int Kp = padded_k(K);
+    float *upper = (float *)scratch;
+    short *p = (short *)(scratch + (long)N * 4);
+    float *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
+    float *lows = (float *)(scratch + greedy_scratch_bytes(N, K)), *heap = lows + N;
+    struct screen_pass pass = {p, screen, (const float *)(screen + padded_n(N) * Kp), upper,
+                               lows, 0, 0, 0, {0}, N, Kp};
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (long)m * K;
+        float *row = logits + (long)m * N;
+        double lower;
+        int screened = k < N && screen_row(&pass, p, xr, K, N, &lower);
+        const float *xs = scaled_x(xr, K, f16, buffer);
+        float cut = screened ? kth_largest(lows, N, k, heap) : 0.0f;
+        int computed = 0;
+        for (long v = 0; v < N; v++) {
+            if (screened && upper[v] < cut) {
+                row[v] = -__builtin_inff();
+                continue;
+            }
+            row[v] = logit(xr, xs, table, v, K, f16, buffer);
+            computed++;
+        }
+        counts[m] = computed;
     }
 }

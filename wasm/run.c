@@ -42,6 +42,8 @@ void mask_tokens(float *, int, const int *, int, float);
 void max_cosine_similarity(const float *, const float *, float *, int, int, int, int);
 void greedy_head(const float *, const void *, const signed char *, int *, int, int, int, int,
                  u8 *);
+void top_k_logits(const float *, const void *, const signed char *, float *, int *, int, int,
+                  int, int, int, u8 *);
 
 #define P(i) ((void *)a[i])
 #define I(i) ((int)a[i])
@@ -80,6 +82,8 @@ void run(u32 *commands, int count) {
         case 20: widen_bf16(P(0), P(1), I(2)); c += 4; break;
         case 21: greedy_head(P(0), P(1), P(2), P(3), I(4), I(5), I(6), I(7), P(8)); c += 10;
             break;
+        case 22: top_k_logits(P(0), P(1), P(2), P(3), P(4), I(5), I(6), I(7), I(8), I(9), P(10));
+            c += 12; break;
         default: __builtin_trap();
         }
     }

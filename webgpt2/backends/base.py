@@ -85,16 +85,12 @@ class Backend:
         """Free x's memory now (cpu keeps the array for reuse); x must not be used after."""
 
     def step_replayer(self) -> Any:
-        """For one greedy generation: an object whose `run(step, index, tokens)` may replay
-        a decode step without the model's Python (backends/replay.py); None where none."""
+        """For one greedy generation: a replayer of decode steps (backends/replay.py) or None."""
         return None
 
     def _int_values(self, x: Any) -> list[int]:
         """The flat values of an int32 tensor, for checks (a host copy where one is kept)."""
-        values = self.to_list(x)
-        while values and isinstance(values[0], list):
-            values = [v for row in values for v in row]
-        return values
+        return host_ops.flat_values(self, x)
 
     # ---- model operations -------------------------------------------------------------
     def embedding(self, token_ids: Any, token_table: Any, position_table: Any,
@@ -193,9 +189,12 @@ class Backend:
         index = checks.integer("index", index, 0, shape[1] - 1)
         return self._select_position(x, index)
 
-    def reverse_embedding(self, x: Any, token_table: Any) -> Any:
-        """logits [B, S, V] = x [B, S, H] @ token_table[V, H]^T (the tied LM head)."""
+    def reverse_embedding(self, x: Any, token_table: Any, top_k: int = 0) -> Any:
+        """logits [B, S, V] = x [B, S, H] @ token_table[V, H]^T (the tied LM head). With top_k
+        > 0 a backend may return -inf for logits below each row's k-th largest (top-k's cut)."""
         checks.head_input(self.shape(x), self.shape(token_table))
+        if checks.integer("top_k", top_k, 0):
+            return self._reverse_embedding_top_k(x, token_table, int(top_k))
         return self._reverse_embedding(x, token_table)
 
     def reverse_embedding_argmax(self, x: Any, token_table: Any) -> list[int]:
@@ -463,6 +462,9 @@ class Backend:
 
     def _reverse_embedding_argmax(self, x: Any, token_table: Any) -> list[int]:
         return host_ops.reverse_embedding_argmax(self, x, token_table)
+
+    def _reverse_embedding_top_k(self, x: Any, token_table: Any, top_k: int) -> Any:
+        return self._reverse_embedding(x, token_table)
 
     def _sample(self, logits: Any, uniforms: list[float], temperature: float, top_k: int,
                 top_p: float) -> list[int]:

@@ -13,6 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def flat_values(b: Any, x: Any) -> list:
+    values = b.to_list(x)
+    while values and isinstance(values[0], list):
+        values = [v for row in values for v in row]
+    return values
+
+
 def reverse_embedding_argmax(b: Any, x: Any, token_table: Any) -> list[int]:
     logits = b._reverse_embedding(x, token_table)
     try:

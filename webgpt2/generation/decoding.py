@@ -73,14 +73,15 @@ def process_logits(backend: Any, options: DecodeOptions, logits: Any,
 
 
 def start_decode(model: Any, state: GenerationState, all_positions: bool = False,
-                 logits: bool = True) -> tuple[Any, Any, Any]:
+                 logits: bool = True, top_k: int = 0) -> tuple[Any, Any, Any]:
     """The start every decoding strategy shares: the positions every row has (the shortest
     prompt) run from 0 into a new cache as long as the rows.
 
     Returns (logits [B, 1, V] of the last of those positions, hidden states, cache): the
     hidden states are [B, 1, H], or with all_positions [B, n, H] (contrastive search
     compares candidates with every position's), and the caller releases them. With
-    logits=False the first is None (greedy steps take their tokens from the hidden states).
+    logits=False the first is None (greedy steps take their tokens from the hidden states);
+    with top_k the logits below each row's k-th largest may be -inf (`model.project`).
     """
     backend = model.backend
     index = min(state.prompt_lengths)
@@ -91,7 +92,7 @@ def start_decode(model: Any, state: GenerationState, all_positions: bool = False
     if not logits:
         return None, hidden, cache
     last = backend.select_position(hidden, index - 1) if all_positions else hidden
-    projected = model.project(last)
+    projected = model.project(last, top_k) if top_k else model.project(last)
     if last is not hidden:
         backend.release(last)
     return projected, hidden, cache

@@ -37,7 +37,13 @@ from webgpt2.generation.decoding import (
 )
 from webgpt2.generation.inputs import check_work, state_from_packed, state_from_text
 from webgpt2.generation.logits_processors import build_logits_processors
-from webgpt2.generation.samplers import GreedySampler, Sampler, SearchSampler
+from webgpt2.generation.samplers import (
+    GreedySampler,
+    Sampler,
+    SearchSampler,
+    TopKSampler,
+    TopPSampler,
+)
 from webgpt2.generation.stopping import GeneratedText, StopStringMatcher
 from webgpt2.generation.streamers import TextStreamer, token_bytes_of
 
@@ -305,7 +311,12 @@ class GenerativeTask:
         # logits: Backend.reverse_embedding_argmax) and are all alike, so a backend may
         # replay them without this Python (Backend.step_replayer).
         greedy = type(sampler) is GreedySampler and not options.processors
-        logits, last, cache = start_decode(self, state, logits=not greedy)
+        # Top-k sampling reads only the k largest logits of a row: the backend may leave the
+        # others out (-inf) when nothing (a logits processor) changes them first.
+        cut = 0
+        if type(sampler) in (TopKSampler, TopPSampler) and not options.processors:
+            cut = sampler.k or 0
+        logits, last, cache = start_decode(self, state, logits=not greedy, top_k=cut)
         replayer, replayed = None, []
         if greedy:
             replayed = self.lm_head.argmax(last)
@@ -315,7 +326,7 @@ class GenerativeTask:
         def forward(tokens: list[int], index: int) -> Any:
             """The logits of feeding `tokens` at cache index `index` (the cache in place)."""
             step = backend.tensor([[t] for t in tokens], "int32")
-            logits, hidden, _ = self.call_with_cache(step, cache, index)
+            logits, hidden, _ = self.call_with_cache(step, cache, index, top_k=cut)
             backend.release(step)
             backend.release(hidden)
             return logits

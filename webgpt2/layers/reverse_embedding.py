@@ -26,8 +26,10 @@ class ReverseEmbedding:
     def __init__(self, embedding: TokenEmbedding) -> None:
         self.embedding = embedding
 
-    def __call__(self, hidden_states: Any) -> Any:
-        return self.embedding.backend.reverse_embedding(hidden_states, self.embedding.weights)
+    def __call__(self, hidden_states: Any, top_k: int = 0) -> Any:
+        """The logits; with top_k > 0 those below each row's k-th largest may be -inf."""
+        return self.embedding.backend.reverse_embedding(hidden_states, self.embedding.weights,
+                                                        top_k)
 
     def argmax(self, hidden_states: Any) -> list[int]:
         """The index of each row's largest logit (first on ties), as argmax(self(hidden_states))

@@ -300,6 +300,10 @@ class WasmBackend(Backend):
     def _reverse_embedding_argmax(self, x: WasmTensor, token_table: WasmTensor) -> list[int]:
         return greedy.reverse_embedding_argmax(self, x, token_table)
 
+    def _reverse_embedding_top_k(self, x: WasmTensor, token_table: WasmTensor,
+                                 top_k: int) -> WasmTensor:
+        return greedy.reverse_embedding_top_k(self, x, token_table, top_k)
+
     # ---- sampling primitives ------------------------------------------------------------
     @staticmethod
     def _rows(logits: WasmTensor) -> tuple[int, int]:

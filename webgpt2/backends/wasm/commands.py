@@ -46,6 +46,7 @@ OPCODES: dict[str, tuple[int, str]] = {
     "widen_f16": (19, "iii"),
     "widen_bf16": (20, "iii"),
     "greedy_head": (21, "iiiiiiiii"),
+    "top_k_logits": (22, "iiiiiiiiiii"),
 }
 # Float positions of each export, precomputed for `call`.
 _FLOATS = {name: tuple(i for i, kind in enumerate(kinds) if kind == "f")

@@ -1,7 +1,8 @@
 """The wasm backend's greedy head: argmax over the vocabulary of the tied LM head's logits,
 through an 8-bit screen of the token table (wasm/greedy.c says why the ids are exactly
 argmax's), so that a greedy decode step reads a quarter of the float32 table (half of the
-float16 one) instead of all of it.
+float16 one) instead of all of it. The same screen gives top-k sampling its logits: only
+those that may be among each row's k largest are computed, the others are -inf.
 
 The screen is built on a table's first greedy step (a pass over the table, and V x H bytes
 more memory) and freed with the table. Where it cannot be had (a table with a non-finite or
@@ -78,3 +79,38 @@ def screened_argmax(b: Any, x: WasmTensor, table: WasmTensor
         return values[:rows], values[rows:]
     finally:
         b._done(out, nbytes)
+
+
+# Above this k the screen's heap (and the candidates) cost more than they save.
+_MAX_TOP_K = 1024
+
+
+def screened_top_k(b: Any, x: WasmTensor, table: WasmTensor, k: int, counts: bool = False
+                   ) -> tuple[WasmTensor, list[int] | None] | None:
+    """(logits, with counts how many each row computed, else None): every logit that may be
+    among the row's k largest, exactly as reverse_embedding computes it, and -inf for the
+    others; None where the screen does not apply. Without counts nothing is read back, so
+    the kernel stays in the command list with the step's others."""
+    rows = x.shape[0]
+    screen = _screen(b, table) if rows < 4 and k <= _MAX_TOP_K and table.layout != "linear" \
+        else None
+    if screen is None:
+        return None
+    vocabulary, hidden = table.shape
+    logits = b._new(x.shape[:-1] + (vocabulary,))
+    nbytes = rows * 4 + screen.scratch_bytes + (vocabulary + k) * 4
+    scratch = b._temporary(nbytes)
+    try:
+        b._call("top_k_logits", x.offset, table.offset, screen.block.offset, logits.offset,
+                scratch, rows, hidden, vocabulary, int(table.dtype == "float16"), k,
+                scratch + rows * 4)
+        computed = array("i", b._read(scratch, rows * 4)).tolist() if counts else None
+    finally:
+        b._done(scratch, nbytes)
+    return logits, computed
+
+
+def reverse_embedding_top_k(b: Any, x: WasmTensor, table: WasmTensor, k: int) -> WasmTensor:
+    """Backend.reverse_embedding(x, table, top_k=k) on the wasm backend (arguments checked)."""
+    screened = screened_top_k(b, x, table, k)
+    return b._reverse_embedding(x, table) if screened is None else screened[0]

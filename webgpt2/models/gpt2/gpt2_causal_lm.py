@@ -160,19 +160,21 @@ class GPT2CausalLM(GenerativeTask):
                 f"of max_length {shape[3]}; expected 0 <= index <= {shape[3] - seq_len}"
             )
 
-    def project(self, hidden_states: Any) -> Any:
-        """logits [B, S, V] from hidden states, through the tied embedding."""
-        return self.lm_head(hidden_states)
+    def project(self, hidden_states: Any, top_k: int = 0) -> Any:
+        """logits [B, S, V] from hidden states, through the tied embedding (with top_k > 0,
+        those below each row's k-th largest may be -inf: `Backend.reverse_embedding`)."""
+        return self.lm_head(hidden_states, top_k)
 
-    def call_with_cache(self, token_ids: Any, cache: Any, cache_update_index: int
-                        ) -> tuple[Any, Any, Any]:
+    def call_with_cache(self, token_ids: Any, cache: Any, cache_update_index: int, *,
+                        top_k: int = 0) -> tuple[Any, Any, Any]:
         """Forward `token_ids` [B, S] at positions cache_update_index.. through the cache.
 
         Returns (logits [B, S, V], hidden_states [B, S, H], cache). The cache is updated in
-        place and returned.
+        place and returned. With top_k > 0, logits below each row's k-th largest may come
+        back as -inf (all that top-k sampling reads; the backend may skip computing them).
         """
         hidden_states = self._forward_with_cache(token_ids, cache, cache_update_index)
-        return self.project(hidden_states), hidden_states, cache
+        return self.project(hidden_states, top_k), hidden_states, cache
 
     def _forward_with_cache(self, token_ids: Any, cache: Any, index: int) -> Any:
         ids, (batch, seq_len) = self._token_tensor(token_ids)
