@@ -5,13 +5,7 @@
 // Workgroup: 64 invocations per row, tree reductions in workgroup memory; one workgroup per
 // row, flattened over x and y.
 
-struct Params {
-    rows: u32,
-    hidden: u32,
-    epsilon: f32,
-    x_offset: u32,
-    y_offset: u32,
-}
+//!include layer_norm_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -4,17 +4,11 @@
 // each lane reading every 8th vec4 word, and the sums are subgroupAdd: no workgroup memory and
 // no barriers, which a CPU adapter runs as a switch of every subgroup of the workgroup (the
 // 64-invocation tree of layer_norm.wgsl takes 14 of them per row). Same two-pass mean and
-// variance and the same Params (packed by name).
+// variance and the same Params (layer_norm_params.wgsl).
 // Bindings: 0 uniform Params, 1 x (vec4<f32>), 2 gamma, 3 beta (vec4<f32>), 4 y (vec4<f32>).
 // Workgroups: one per row, flattened over x and y.
 
-struct Params {
-    rows: u32,
-    hidden: u32,
-    epsilon: f32,
-    x_offset: u32,
-    y_offset: u32,
-}
+//!include layer_norm_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
