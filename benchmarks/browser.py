@@ -52,7 +52,6 @@ from browser_util import (  # noqa: E402  (plain modules in tests/, shared with 
     record_generation,
 )
 from common import checkpoint  # noqa: E402
-from reference_checkpoints import CHECKPOINTS  # noqa: E402
 
 # The transformers.js peer's prompt (14 GPT-2 tokens).
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
@@ -147,8 +146,7 @@ def main() -> int:
     if reason:
         print(f"cannot run the browser benchmark: {reason}")
         return 1
-    folders = {name: checkpoint(name, *CHECKPOINTS[name]) if name in CHECKPOINTS
-               else checkpoint(name) for name in args.models}
+    folders = {name: checkpoint(name) for name in args.models}
     prompt_128 = long_prompt(next(iter(folders.values())))
     mounts = {f"ckpt/{name}": folder for name, folder in folders.items()}
     with page_server(mounts) as url, chromium() as context:

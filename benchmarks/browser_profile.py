@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser_util import BOOT_TIMEOUT_MS, chromium, missing_requirements, page_server  # noqa: E402
 from common import checkpoint  # noqa: E402
-from reference_checkpoints import CHECKPOINTS  # noqa: E402
 
 # The peer's prompt, "The quick brown fox jumps over the lazy dog. Once upon a time".
 PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 4874, 2402, 257, 640]
@@ -89,8 +88,7 @@ def main() -> int:
     if reason:
         print(f"cannot run the browser profile: {reason}")
         return 1
-    folders = {name: checkpoint(name, *CHECKPOINTS[name]) if name in CHECKPOINTS
-               else checkpoint(name) for name in args.models}
+    folders = {name: checkpoint(name) for name in args.models}
     mounts = {f"ckpt/{name}": folder for name, folder in folders.items()}
     with page_server(mounts) as url, chromium() as context:
         page = context.new_page()

@@ -20,8 +20,13 @@ GPT2_124M = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
 
 def checkpoint(name: str = "gpt2-124m", config: dict | None = None, seed: int = 0) -> Path:
     """A transformers-written GPT-2 checkpoint (the real config's names and shapes), cached
-    under .cache/bench/. The weights are random: speed does not depend on their values."""
-    from reference_checkpoints import write_hf_checkpoint
+    under .cache/bench/: GPT-2 124M's config by default, the tests' config and seed for one
+    of their names (tiny-2l, small-6l). The weights are random: speed does not depend on
+    their values."""
+    from reference_checkpoints import CHECKPOINTS, write_hf_checkpoint
+
+    if config is None and name in CHECKPOINTS:
+        config, seed = CHECKPOINTS[name]
 
     directory = ROOT / ".cache" / "bench" / name
     if not all((directory / f).exists() for f in ("model.safetensors", "vocab.json")):
