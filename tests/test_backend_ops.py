@@ -262,14 +262,15 @@ def test_reverse_embedding_argmax_is_argmax_of_the_logits(backend, hidden):
 def test_reverse_embedding_top_k_leaves_out_only_logits_below_the_kth(backend):
     r = rng(21)
     table = upload(backend, r.standard_normal((301, 24)).astype(np.float32), "embedding")
-    x = upload(backend, r.standard_normal((2, 1, 24)).astype(np.float32))
-    full = values(backend, backend.reverse_embedding(x, table))
-    for k in (1, 3, 40, 301):
-        cut = values(backend, backend.reverse_embedding(x, table, top_k=k))
-        kept = np.isfinite(cut)
-        np.testing.assert_array_equal(cut[kept], full[kept])
-        assert np.all(cut[~kept] == -np.inf)
-        assert not np.any(~kept & (full >= np.sort(full, axis=-1)[..., [-k]]))
+    for shape in ((2, 1, 24), (1, 3, 24), (5, 24)):  # every position of every row
+        x = upload(backend, r.standard_normal(shape).astype(np.float32))
+        full = values(backend, backend.reverse_embedding(x, table))
+        for k in (1, 3, 40, 301):
+            cut = values(backend, backend.reverse_embedding(x, table, top_k=k))
+            kept = np.isfinite(cut)
+            np.testing.assert_array_equal(cut[kept], full[kept])
+            assert np.all(cut[~kept] == -np.inf)
+            assert not np.any(~kept & (full >= np.sort(full, axis=-1)[..., [-k]]))
     for bad, error in ((-1, ValueError), (True, TypeError), (2.5, TypeError)):
         with pytest.raises(error, match="top_k"):
             backend.reverse_embedding(x, table, top_k=bad)

@@ -61,12 +61,18 @@ def reverse_embedding_argmax(b: Any, x: WasmTensor, table: WasmTensor) -> list[i
     return screened[0]
 
 
+def _rows_and_screen(b: Any, x: WasmTensor, table: WasmTensor) -> tuple[int, Screen | None]:
+    """How many rows x has, and table's screen if it applies to them: fewer than 4 rows
+    (linear tiles more differently) and a table stored row by row."""
+    rows = x.size // x.shape[-1] if x.shape[-1] else 0
+    return rows, _screen(b, table) if 0 < rows < 4 and table.layout != "linear" else None
+
+
 def screened_argmax(b: Any, x: WasmTensor, table: WasmTensor
                     ) -> tuple[list[int], list[int]] | None:
     """(ids, how many logits each row computed) through the screen; None where it does not
     apply (see the module docstring)."""
-    rows = x.shape[0]
-    screen = _screen(b, table) if rows < 4 and table.layout != "linear" else None
+    rows, screen = _rows_and_screen(b, x, table)
     if screen is None:
         return None
     vocabulary, hidden = table.shape
@@ -91,9 +97,7 @@ def screened_top_k(b: Any, x: WasmTensor, table: WasmTensor, k: int, counts: boo
     among the row's k largest, exactly as reverse_embedding computes it, and -inf for the
     others; None where the screen does not apply. Without counts nothing is read back, so
     the kernel stays in the command list with the step's others."""
-    rows = x.shape[0]
-    screen = _screen(b, table) if rows < 4 and k <= _MAX_TOP_K and table.layout != "linear" \
-        else None
+    rows, screen = _rows_and_screen(b, x, table) if k <= _MAX_TOP_K else (0, None)
     if screen is None:
         return None
     vocabulary, hidden = table.shape
