@@ -193,8 +193,8 @@ class Backend:
         """logits [B, S, V] = x [B, S, H] @ token_table[V, H]^T (the tied LM head). With top_k
         > 0 a backend may return -inf for logits below each row's k-th largest (top-k's cut)."""
         checks.head_input(self.shape(x), self.shape(token_table))
-        if checks.integer("top_k", top_k, 0):
-            return self._reverse_embedding_top_k(x, token_table, int(top_k))
+        if top_k := checks.integer("top_k", top_k, 0):
+            return self._reverse_embedding_top_k(x, token_table, top_k)
         return self._reverse_embedding(x, token_table)
 
     def reverse_embedding_argmax(self, x: Any, token_table: Any) -> list[int]:

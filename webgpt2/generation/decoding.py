@@ -92,7 +92,7 @@ def start_decode(model: Any, state: GenerationState, all_positions: bool = False
     if not logits:
         return None, hidden, cache
     last = backend.select_position(hidden, index - 1) if all_positions else hidden
-    projected = model.project(last, top_k) if top_k else model.project(last)
+    projected = model.project(last, top_k)
     if last is not hidden:
         backend.release(last)
     return projected, hidden, cache
