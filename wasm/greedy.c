@@ -164,6 +164,18 @@ struct screen_pass {
     int N, Kp;
 };
 
+/* The scratch's layout (greedy_scratch_bytes): upper bounds [N] f32, x's screen form p
+ * [Kp] i16, then a buffer for x scaled or a widened weight row; the pass over them. */
+static struct screen_pass start_pass(const i8 *screen, u8 *scratch, int N, int K, short **p,
+                                     float **buffer, float *lows) {
+    int Kp = padded_k(K);
+    *p = (short *)(scratch + (long)N * 4);
+    *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
+    struct screen_pass pass = {*p, screen, (const float *)(screen + padded_n(N) * Kp),
+                               (float *)scratch, lows, 0, 0, 0, {0}, N, Kp};
+    return pass;
+}
+
 /* Integer sums of 4 lanes of each of a, b, c, d: [sum a, sum b, sum c, sum d]. */
 INLINE v128_t sums4(v128_t a, v128_t b, v128_t c, v128_t d) {
     v128_t ab = wasm_i32x4_add(wasm_i32x4_shuffle(a, b, 0, 4, 1, 5),
@@ -267,12 +279,10 @@ INLINE const float *scaled_x(const float *x, int K, int f16, float *buffer) {
 EXPORT(greedy_head)
 void greedy_head(const float *x, const void *table, const i8 *screen, int *out, int M, int K,
                  int N, int f16, u8 *scratch) {
-    int Kp = padded_k(K);
-    float *upper = (float *)scratch;
-    short *p = (short *)(scratch + (long)N * 4);
-    float *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
-    struct screen_pass pass = {p, screen, (const float *)(screen + padded_n(N) * Kp), upper,
-                               0, 0, 0, 0, {0}, N, Kp};
+    short *p;
+    float *buffer;
+    struct screen_pass pass = start_pass(screen, scratch, N, K, &p, &buffer, 0);
+    float *upper = pass.upper;
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
         double lower;
@@ -329,13 +339,10 @@ static float kth_largest(const float *a, int n, int k, float *heap) {
 EXPORT(top_k_logits)
 void top_k_logits(const float *x, const void *table, const i8 *screen, float *logits,
                   int *counts, int M, int K, int N, int f16, int k, u8 *scratch) {
-    int Kp = padded_k(K);
-    float *upper = (float *)scratch;
-    short *p = (short *)(scratch + (long)N * 4);
-    float *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
-    float *lows = (float *)(scratch + greedy_scratch_bytes(N, K)), *heap = lows + N;
-    struct screen_pass pass = {p, screen, (const float *)(screen + padded_n(N) * Kp), upper,
-                               lows, 0, 0, 0, {0}, N, Kp};
+    float *lows = (float *)(scratch + greedy_scratch_bytes(N, K)), *heap = lows + N, *buffer;
+    short *p;
+    struct screen_pass pass = start_pass(screen, scratch, N, K, &p, &buffer, lows);
+    float *upper = pass.upper;
     for (int m = 0; m < M; m++) {
         const float *xr = x + (long)m * K;
         float *row = logits + (long)m * N;
