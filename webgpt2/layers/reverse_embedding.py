@@ -34,6 +34,15 @@ class ReverseEmbedding:
     def argmax(self, hidden_states: Any) -> list[int]:
         """The index of each row's largest logit (first on ties), as argmax(self(hidden_states))
         gives it, without the logits where the backend can skip them. hidden_states [B, H] or
-        [B, 1, H]."""
+        [B, 1, H].
+
+        Example:
+            >>> from webgpt2.backends import HostTensor
+            >>> table = TokenEmbedding(3, 2, backend="cpu")
+            >>> table.load_weights({"weight": HostTensor.from_floats([1, 0, 0, 1, 1, 1], (3, 2))})
+            >>> b = table.backend
+            >>> ReverseEmbedding(table).argmax(b.tensor([[2.0, 3.0], [1.0, -1.0]], "float32"))
+            [2, 0]
+        """
         return self.embedding.backend.reverse_embedding_argmax(hidden_states,
                                                                self.embedding.weights)
