@@ -30,22 +30,43 @@ INLINE float dot_row_f32(const float *x, const float *w, int K) {
     return s;
 }
 
+/* 16 weights of a float16 row (w at a multiple of 8 halves from the tensor's start) against
+ * xs, into the four partial sums, in dot_row_f32's order. */
+INLINE void packed_16(const float *xs, const u16 *w, v128_t *a0, v128_t *a1, v128_t *a2,
+                      v128_t *a3) {
+    v128_t w0, w1, w2, w3;
+    load_packed_raw(w, &w0, &w1);
+    load_packed_raw(w + 8, &w2, &w3);
+    *a0 = MADD(*a0, LOAD(xs), w0);
+    *a1 = MADD(*a1, LOAD(xs + 4), w1);
+    *a2 = MADD(*a2, LOAD(xs + 8), w2);
+    *a3 = MADD(*a3, LOAD(xs + 12), w3);
+}
+
 /* A float16 row against x scaled by 2^102 (xs, from scale_row), K a multiple of 8.
  * Why the scaling: the packed weights widen to raw = w 2^-102 (common.h), and xs raw is then
  * the same real number as x w, so it rounds to the same f32 (subnormal or not), and the sums
  * below, in dot_row_f32's order, equal dot_row_f32(x, widened w) bit for bit, without a
- * rebias multiply per weight. xs is exact and finite while |x| < 2^26 (scale_row checks). */
+ * rebias multiply per weight. xs is exact and finite while |x| < 2^26 (scale_row checks).
+ *
+ * The loop is bound by instructions more than by memory (a float16 weight is half a float32's
+ * bytes but takes two integer operations to widen), so it saves them where it can: where xs
+ * and w are aligned (every row when K is a multiple of 16 and the tensor 64-byte aligned, as
+ * the allocator's are), the alignment is told to clang, which then puts each load's constant
+ * offset into the load (an `or` of disjoint bits) rather than adding it to the address: V8
+ * emits one x86 instruction per load instead of two, 25 a pass rather than 30, and the
+ * float16 products ran about 3% faster in Chromium and Node. Unrolling to 32 weights a pass
+ * was slower: V8 spilled vectors to the stack. */
 INLINE float dot_row_packed(const float *xs, const u16 *w, int K) {
-    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1, w2, w3;
+    v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1;
     int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        load_packed_raw(w + k, &w0, &w1);
-        load_packed_raw(w + k + 8, &w2, &w3);
-        a0 = MADD(a0, LOAD(xs + k), w0);
-        a1 = MADD(a1, LOAD(xs + k + 4), w1);
-        a2 = MADD(a2, LOAD(xs + k + 8), w2);
-        a3 = MADD(a3, LOAD(xs + k + 12), w3);
+    if (!(((unsigned long)xs & 63) | ((unsigned long)w & 31))) {
+        const float *xa = __builtin_assume_aligned(xs, 64), *end = xa + (K & ~15);
+        const u16 *wa = __builtin_assume_aligned(w, 32);
+        for (; xa < end; xa += 16, wa += 16) packed_16(xa, wa, &a0, &a1, &a2, &a3);
+        k = K & ~15;
     }
+    for (; k + 16 <= K; k += 16) packed_16(xs + k, w + k, &a0, &a1, &a2, &a3);
     if (k < K) { /* 8 left: into a0, as dot_row_f32's 4-wide tail does */
         load_packed_raw(w + k, &w0, &w1);
         a0 = MADD(a0, LOAD(xs + k), w0);

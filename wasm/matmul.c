@@ -92,7 +92,7 @@ INLINE void tile_4x2(const float *x, const float *w, int K, float sums[4][2]) {
  * that each weight is converted once per call rather than once per row tile; a streamed
  * call keeps its scaled row of x here (or a widened weight row, when x cannot be scaled).
  * One buffer per thread. */
-static float widened[MAX_THREADS][SCRATCH];
+static float widened[MAX_THREADS][SCRATCH] __attribute__((aligned(64)));
 
 /* Outputs [nb, ne) of every row: each thread of a split product takes one such range. */
 static void rows_streamed(const float *x, const void *w, const float *bias, float *out, int M,
