@@ -281,6 +281,16 @@ def test_browser_driver_runs_kernels_and_reports_errors(page):
     assert "device was lost" in result["lost"]
 
 
+def test_run_python_result_that_cannot_be_sent_rejects(page):
+    """A last expression the structured clone cannot copy (a Python module) used to leave
+    webgpt2.runPython's promise pending for ever; it rejects, naming why, and the worker
+    goes on answering."""
+    message = page.evaluate("c => webgpt2.runPython(c).then(() => 'resolved', e => e.message)",
+                            "import sys\nsys")
+    assert "run result cannot be sent to the page" in message, message
+    assert page.evaluate("c => webgpt2.runPython(c)", "6 * 7") == 42
+
+
 def test_greedy_tokens_match_cpu(page, tiny_cpu):
     native = record_generation(tiny_cpu, PROMPT, 32)
     expected, text = native["tokenIds"], native["text"]

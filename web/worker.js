@@ -418,12 +418,21 @@ self.onmessage = (event) => {
   if (message.type === "generate") stopRequested = false;
   const task = queue.then(() => handlers[message.type](message));
   queue = task.catch(() => {});
+  const fail = (error) => self.postMessage({
+    id: message.id,
+    type: "error",
+    error: { name: error.name || "Error", message: error.message || String(error), detail: error.detail || error.stack || "" },
+  });
   task.then(
-    (value) => self.postMessage({ id: message.id, type: "result", value }),
-    (error) => self.postMessage({
-      id: message.id,
-      type: "error",
-      error: { name: error.name || "Error", message: error.message || String(error), detail: error.detail || error.stack || "" },
-    }),
+    (value) => {
+      // A value the structured clone cannot copy (a Python object from runPython, say) makes
+      // postMessage throw: answer with that error, or the page's promise would never settle.
+      try {
+        self.postMessage({ id: message.id, type: "result", value });
+      } catch (error) {
+        fail({ name: error.name, message: `the ${message.type} result cannot be sent to the page: ${error.message}` });
+      }
+    },
+    fail,
   );
 };
