@@ -3,7 +3,7 @@ test checkpoints and GPT-2 124M, against the in-page wasm streaming floor.
 
     python benchmarks/browser.py [--rounds 3] [--new-tokens 32]
         [--models tiny-2l small-6l gpt2-124m] [--backends wasm webgpu] [--threads 1 2]
-        [--dtype float32 float16] [--native-webgpu]
+        [--dtype float32 float16] [--paired 10] [--native-webgpu]
 
 Prints: time from navigation to `webgpt2.ready` in a fresh browser profile; then for each
 checkpoint and backend in the page: load time (fetch, parse, upload), greedy decode ms/token
@@ -18,7 +18,11 @@ what a float32 step cannot go under with these kernels in this browser. wasm run
 matrix product between workers; the page's own default is the core count, at most 4) and
 `--dtype` (the storage of its weights, float32 by default; with several, each thread count
 runs them one after the other and a last line per count gives their decode ratio to the
-first dtype's: float16 / float32). The page loads the relaxed-SIMD build where the browser
+first dtype's: float16 / float32). Those pages ran one after the other, so their ratio also
+carries the machine's drift between them (on this shared 2-core VM, float16 runs of one
+minute differed by 1.5x); with `--paired N` the models of every dtype stay loaded after
+their runs and N more rounds alternate them in the same page, and the ratio printed is the
+median of the N pairs' ratios. The page loads the relaxed-SIMD build where the browser
 has relaxed SIMD; `WEBGPT2_WASM_RELAXED=0` here (forwarded into the page) loads the baseline.
 WebGPU here is SwiftShader (a CPU fallback), about 440 ms/token on GPT-2 124M: it runs 8
 tokens, one round, there (or leave it out: `--backends wasm`).
@@ -74,6 +78,15 @@ THREADS = textwrap.dedent("""
     [driver.ready_threads(), driver.module]
 """)
 
+# Page-side Python: keep the page's model under KEY (so that another can be loaded beside
+# it), make a kept one the page's model again, or drop them all.
+KEEP = ("import webgpt2_page\n"
+        "webgpt2_page.__dict__.setdefault('_bench_models', {})['KEY'] = "
+        "(webgpt2_page._model, webgpt2_page._model_info)")
+USE = ("import webgpt2_page\n"
+       "webgpt2_page._model, webgpt2_page._model_info = webgpt2_page._bench_models['KEY']")
+DROP = "import webgpt2_page\nwebgpt2_page._bench_models = {}"
+
 # Page-side Python: the in-page floor of the loaded wasm model (see the module docstring).
 FLOOR = textwrap.dedent("""
     import json, time, statistics
@@ -127,6 +140,29 @@ def native_webgpu(folder: Path):
     return GPT2CausalLM.from_pretrained(folder, backend="webgpu", progress=False), None
 
 
+def paired_rounds(page_run, run_python, name: str, threads: int, dtype: str,
+                  dtypes: list[str], rounds: int, tokens: int) -> None:
+    """Keep the page's model (of `dtype`); after the last of `dtypes`, alternate all the kept
+    models for `rounds` rounds, print each dtype's decode ratio to the first, pair by pair,
+    and drop them."""
+    run_python(KEEP.replace("KEY", f"{threads}/{dtype}"))
+    if dtype != dtypes[-1]:
+        return
+    decode: dict[str, list[float]] = {d: [] for d in dtypes}
+    for r in range(rounds):
+        for d in dtypes if r % 2 == 0 else dtypes[::-1]:
+            run_python(USE.replace("KEY", f"{threads}/{d}"))
+            decode[d].append(page_run(PROMPT, tokens)["timings"]["decodeMsPerToken"] or 0.0)
+    run_python(DROP)
+    base = decode[dtypes[0]]
+    for d in dtypes[1:]:
+        ratios = sorted(a / b for a, b in zip(decode[d], base))
+        print(f"{name} page wasm t{threads} decode, {rounds} rounds alternated in one page: "
+              f"{d} / {dtypes[0]} median {statistics.median(ratios):.3f} (pairs "
+              f"{ratios[0]:.3f}-{ratios[-1]:.3f}; {d} {statistics.median(decode[d]):.2f}, "
+              f"{dtypes[0]} {statistics.median(base):.2f} ms/token)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -139,6 +175,9 @@ def main() -> int:
     parser.add_argument("--dtype", nargs="+", default=["float32"],
                         choices=["float32", "float16"],
                         help="wasm weight storage dtypes to run (default float32)")
+    parser.add_argument("--paired", type=int, default=0, metavar="N",
+                        help="with several --dtype: N more rounds per thread count that "
+                             "alternate the dtypes' models in one page (paired ratios)")
     parser.add_argument("--native-webgpu", action="store_true",
                         help="also run the small checkpoints on native webgpu (wgpu-py)")
     args = parser.parse_args()
@@ -222,6 +261,10 @@ def main() -> int:
                 if slow:
                     line += f" [{tokens} tokens, 1 round]"
                 print(line, flush=True)
+                if threads and args.paired and len(args.dtype) > 1:
+                    paired_rounds(page_run, lambda code: page.evaluate(
+                        "(c) => webgpt2.runPython(c)", code), name, threads, dtype,
+                        args.dtype, args.paired, tokens)
                 if backend == "webgpu" and args.native_webgpu and not slow:
                     native, why_not = native_webgpu(folder)
                     if native is None:
