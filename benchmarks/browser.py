@@ -156,7 +156,10 @@ def paired_rounds(page_run, run_python, name: str, threads: int, dtype: str,
     run_python(DROP)
     base = decode[dtypes[0]]
     for d in dtypes[1:]:
-        ratios = sorted(a / b for a, b in zip(decode[d], base))
+        ratios = sorted(a / b for a, b in zip(decode[d], base) if a and b)
+        if not ratios:  # fewer than two new tokens a run: no decode interval to time
+            print(f"{name} page wasm t{threads}: no decode times to pair")
+            continue
         print(f"{name} page wasm t{threads} decode, {rounds} rounds alternated in one page: "
               f"{d} / {dtypes[0]} median {statistics.median(ratios):.3f} (pairs "
               f"{ratios[0]:.3f}-{ratios[-1]:.3f}; {d} {statistics.median(decode[d]):.2f}, "
@@ -240,8 +243,9 @@ def main() -> int:
                     ours = page_run(PROMPT, tokens)
                     rows["ttft14"].append(ours["timings"]["timeToFirstTokenMs"])
                     rows["decode"].append(ours["timings"]["decodeMsPerToken"] or 0.0)
-                    rows["ttft128"].append(page_run(prompt_128, 1)["timings"]
-                                           ["timeToFirstTokenMs"])
+                    if model["maxSequenceLength"] >= 130:  # prompt, start token, one more
+                        rows["ttft128"].append(page_run(prompt_128, 1)["timings"]
+                                               ["timeToFirstTokenMs"])
                     if backend == "wasm":  # in the same round: the machine's speed drifts
                         floor = json.loads(page.evaluate("(c) => webgpt2.runPython(c)",
                                                          FLOOR.replace("ROUNDS", "3")))
@@ -254,7 +258,8 @@ def main() -> int:
                 line = (f"{name} ({model['parameters'] / 1e6:.1f}M) page {label:8s} "
                         f"({model['device']}): load {load_ms:7.0f} ms, decode "
                         f"{m['decode']:7.2f} ms/token, first token {m['ttft14']:7.1f} ms "
-                        f"(14 tokens), {m['ttft128']:7.1f} ms (128 tokens)")
+                        f"(14 tokens), " + (f"{m['ttft128']:7.1f} ms (128 tokens)" if
+                        "ttft128" in m else "128 tokens: more than the model's positions"))
                 if backend == "wasm":
                     line += (f"; floor {m['floor']:.2f} ms ({floor['matrices']} matrices), "
                              f"decode / floor {m['decode'] / m['floor']:.2f}")
@@ -281,6 +286,8 @@ def main() -> int:
                     del native
             for threads in args.threads if len(args.dtype) > 1 else []:
                 base = decodes.get((threads, args.dtype[0]))
+                if not base:  # no decode interval (fewer than two new tokens)
+                    continue
                 ratios = ", ".join(f"{d} / {args.dtype[0]} {decodes[threads, d] / base:.2f}"
                                    for d in args.dtype[1:] if (threads, d) in decodes)
                 if base and ratios:
