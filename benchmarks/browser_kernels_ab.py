@@ -1,12 +1,13 @@
 """Two builds of the wasm kernels side by side in headless Chromium: GPT-2 124M's decode
 products (linear, M = 1, the 48 matrices of 12 layers, random weights) in float32 and in
-float16, each module on its own memory, alternated step by step.
+float16, and its greedy head (greedy_head through the screen of a random 50257 x 768 float32
+table), each module on its own memory, alternated step by step.
 
     python benchmarks/browser_kernels_ab.py A.wasm B.wasm [--reps 30]
 
 For kernel work: build a variant (tools/build_wasm.py's build(path, relaxed=True)) and put
 it beside the committed module. Prints each module's median ms per step (the 48 products)
-for both storages and B / A. The second module's memory has run 3-9% faster than the
+for both storages, per head, and B / A. The second module's memory has run 3-9% faster than the
 first's with the same module on this machine (allocation order), so run both orders
 (A B, then B A) and compare B / A against that bias, or run A against itself first.
 """
@@ -27,7 +28,7 @@ SCRIPT = """async ([moduleA, moduleB, reps]) => {
   const shapes = [[768, 2304], [768, 768], [768, 3072], [3072, 768]];  // c_attn .. mlp c_proj
   const decode = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
   async function setup(bytes) {
-    const memory = new WebAssembly.Memory({ initial: 9500, maximum: 65536 });
+    const memory = new WebAssembly.Memory({ initial: 13000, maximum: 65536 });
     const { instance } = await WebAssembly.instantiate(bytes, { env: { memory } });
     const e = instance.exports;
     let next = 64 << 20;  // above the module's own data and stack
@@ -49,20 +50,28 @@ SCRIPT = """async ([moduleA, moduleB, reps]) => {
     }
     const x = alloc(3072 * 4), out = alloc(3072 * 4);
     for (let i = 0; i < 3072; i++) f32[x / 4 + i] = Math.sin(i);
-    return (half) => {
+    const V = 50257, H = 768;
+    const table = alloc(V * H * 4), screen = alloc(Number(e.screen_bytes(V, H)));
+    const scratch = alloc(Number(e.greedy_scratch_bytes(V, H)));
+    for (let i = 0; i < V * H; i++) f32[table / 4 + i] = (random() - 0.5) * 0.2;
+    if (!e.screen_table(table, V, H, 0, screen, scratch)) throw new Error("no screen");
+    return (what) => {
+      if (what === "head") return e.greedy_head(x, table, screen, out, 1, H, V, 0, scratch);
+      const half = what === "16";
       for (const L of layers)
         e.linear(x, half ? L.w16 : L.w32, L.bias, 0, out, 1, L.K, L.N, 1 | (half ? 8 : 0));
     };
   }
   const A = await setup(decode(moduleA)), B = await setup(decode(moduleB));
-  for (let i = 0; i < 5; i++) for (const step of [A, B]) { step(true); step(false); }
-  const times = { A16: [], B16: [], A32: [], B32: [] };
+  const kinds = ["16", "32", "head"];
+  for (let i = 0; i < 5; i++) for (const step of [A, B]) for (const k of kinds) step(k);
+  const times = {};
   for (let r = 0; r < reps; r++) {
     const order = r % 2 ? [["A", A], ["B", B]] : [["B", B], ["A", A]];
-    for (const [name, step] of order) for (const half of [true, false]) {
+    for (const [name, step] of order) for (const k of kinds) {
       const start = performance.now();
-      step(half);
-      times[name + (half ? "16" : "32")].push(performance.now() - start);
+      step(k);
+      (times[name + k] ??= []).push(performance.now() - start);
     }
   }
   const median = (a) => a.sort((p, q) => p - q)[a.length >> 1];
@@ -88,9 +97,9 @@ def main() -> int:
     for name, path in (("A", args.a), ("B", args.b)):
         print(f"{name} {path.name}: float16 {m[name + '16']:6.2f} ms, float32 "
               f"{m[name + '32']:6.2f} ms per 48 products (float16 / float32 "
-              f"{m[name + '16'] / m[name + '32']:.3f})")
-    print(f"B / A: float16 {m['B16'] / m['A16']:.3f}, float32 {m['B32'] / m['A32']:.3f} "
-          f"(medians of {args.reps}, alternated)")
+              f"{m[name + '16'] / m[name + '32']:.3f}); head {m[name + 'head']:5.2f} ms")
+    print(f"B / A: float16 {m['B16'] / m['A16']:.3f}, float32 {m['B32'] / m['A32']:.3f}, "
+          f"head {m['Bhead'] / m['Ahead']:.3f} (medians of {args.reps}, alternated)")
     return 0
 
 

@@ -148,9 +148,12 @@ int screen_table(const void *table, int N, int K, int f16, i8 *screen, float *sc
     return 1;
 }
 
+INLINE long align64(long n) { return (n + 63) & ~63L; }
+
 EXPORT(greedy_scratch_bytes)
 long greedy_scratch_bytes(int N, int K) {
-    return (long)N * 4 + padded_k(K) * 2 + (long)(K > SCRATCH ? SCRATCH : K) * 4 + 64;
+    return align64((long)N * 4) + align64(padded_k(K) * 2) +
+           (long)(K > SCRATCH ? SCRATCH : K) * 4 + 64;
 }
 
 /* The screen pass's arguments, as the pool's threads read them. */
@@ -165,12 +168,14 @@ struct screen_pass {
 };
 
 /* The scratch's layout (greedy_scratch_bytes): upper bounds [N] f32, x's screen form p
- * [Kp] i16, then a buffer for x scaled or a widened weight row; the pass over them. */
+ * [Kp] i16, then a buffer for x scaled or a widened weight row, each on a 64-byte boundary
+ * when the scratch is (the loops over p and over the buffer then take their aligned paths);
+ * the pass over them. */
 static struct screen_pass start_pass(const i8 *screen, u8 *scratch, int N, int K, short **p,
                                      float **buffer, float *lows) {
     int Kp = padded_k(K);
-    *p = (short *)(scratch + (long)N * 4);
-    *buffer = (float *)(scratch + (long)N * 4 + Kp * 2);
+    *p = (short *)(scratch + align64((long)N * 4));
+    *buffer = (float *)((u8 *)*p + align64(Kp * 2));
     struct screen_pass pass = {*p, screen, (const float *)(screen + padded_n(N) * Kp),
                                (float *)scratch, lows, 0, 0, 0, {0}, N, Kp};
     return pass;
@@ -190,6 +195,21 @@ INLINE v128_t dot16(v128_t q, v128_t lo, v128_t hi) {
                           wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(q), hi));
 }
 
+/* dots[r] = p . q_r for the 4 rows of the panel at q. Where q and p are aligned (a screen and
+ * its scratch are 64-byte aligned), the caller says so, and clang folds the loads' constant
+ * offsets into the loads (see dot.h's dot_row_packed). */
+INLINE void panel_dots(const i8 *q, const short *p, int Kp, int dots[4]) {
+    v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+    for (const short *end = p + Kp; p < end; p += 16, q += PANEL * 16) {
+        v128_t lo = wasm_v128_load(p), hi = wasm_v128_load(p + 8);
+        a0 = wasm_i32x4_add(a0, dot16(wasm_v128_load(q), lo, hi));
+        a1 = wasm_i32x4_add(a1, dot16(wasm_v128_load(q + 16), lo, hi));
+        a2 = wasm_i32x4_add(a2, dot16(wasm_v128_load(q + 32), lo, hi));
+        a3 = wasm_i32x4_add(a3, dot16(wasm_v128_load(q + 48), lo, hi));
+    }
+    wasm_v128_store(dots, sums4(a0, a1, a2, a3));
+}
+
 /* Chunk `chunk` of the rows (whole panels): upper[v] = S_v + B_v, lower[chunk] = the largest
  * S_v - B_v, both with a margin for their own rounding. */
 static void screen_part(const void *args, int chunk, int chunks, int thread) {
@@ -200,16 +220,12 @@ static void screen_part(const void *args, int chunk, int chunks, int thread) {
     double lower = -__builtin_inf();
     for (long panel = first; panel < last; panel++) {
         const i8 *q = a->q + panel * PANEL * a->Kp;
-        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
-        for (int k = 0; k < a->Kp; k += 16, q += PANEL * 16) {
-            v128_t lo = wasm_v128_load(a->p + k), hi = wasm_v128_load(a->p + k + 8);
-            a0 = wasm_i32x4_add(a0, dot16(wasm_v128_load(q), lo, hi));
-            a1 = wasm_i32x4_add(a1, dot16(wasm_v128_load(q + 16), lo, hi));
-            a2 = wasm_i32x4_add(a2, dot16(wasm_v128_load(q + 32), lo, hi));
-            a3 = wasm_i32x4_add(a3, dot16(wasm_v128_load(q + 48), lo, hi));
-        }
         int dots[4];
-        wasm_v128_store(dots, sums4(a0, a1, a2, a3));
+        if (!(((unsigned long)q & 63) | ((unsigned long)a->p & 31)))
+            panel_dots(__builtin_assume_aligned(q, 64), __builtin_assume_aligned(a->p, 32),
+                       a->Kp, dots);
+        else
+            panel_dots(q, a->p, a->Kp, dots);
         for (int r = 0; r < PANEL; r++) {
             long v = panel * PANEL + r;
             if (v >= a->N) break;
