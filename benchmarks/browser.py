@@ -91,7 +91,7 @@ DROP = "import webgpt2_page\nwebgpt2_page._bench_models = {}"
 FLOOR = textwrap.dedent("""
     import json, time, statistics
     import webgpt2_page
-    from webgpt2.backends.wasm.backend import _W16
+    from webgpt2.backends.wasm.backend import _PANELS, _W16
 
     lm = webgpt2_page._model
     b, bb = lm.backend, lm.backbone
@@ -102,7 +102,8 @@ FLOOR = textwrap.dedent("""
     for w in weights:
         k, n = w.shape if w.layout == "linear" else w.shape[::-1]
         x, y = b.zeros((1, k)), b.zeros((1, n))
-        calls.append((x, y, w.offset, k, n, _W16 if w.dtype == "float16" else 0))
+        flags = 0 if w.dtype != "float16" else _W16 | (_PANELS if w.layout == "linear" else 0)
+        calls.append((x, y, w.offset, k, n, flags))
     times = []
     for _ in range(ROUNDS):
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ import time
 
 from common import checkpoint, median
 
-from webgpt2.backends.wasm.backend import _W16, WasmBackend
+from webgpt2.backends.wasm.backend import _PANELS, _W16, WasmBackend
 from webgpt2.models.gpt2.gpt2_causal_lm import GPT2CausalLM
 
 
@@ -48,7 +48,8 @@ def floor_runner(lm):
         else:
             n, k = w.shape
         x, y = b.zeros((1, k)), b.zeros((1, n))
-        calls.append((x, y, w.offset, k, n, _W16 if w.dtype == "float16" else 0))
+        flags = 0 if w.dtype != "float16" else _W16 | (_PANELS if w.layout == "linear" else 0)
+        calls.append((x, y, w.offset, k, n, flags))
 
     def run() -> float:
         t0 = time.perf_counter()

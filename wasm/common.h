@@ -120,6 +120,19 @@ INLINE void unpack_f16(const u16 *w, long first, long count, float *dst) {
     for (; i < count; i++) dst[i] = packed_value(w[packed_index(first + i)]);
 }
 
+/* Float16 weights of a linear layer ("panels", layout.c's pack_panels_f16): the same packed
+ * halves (w 2^10, groups of 8 permuted as above), ordered for a decode step that takes 32
+ * outputs at a time: panel p holds outputs 32p .. 32p + 31 (N padded with zeros to whole
+ * panels), and in it, for k = 0 .. K - 1 in turn, the 32 weights w[32p + j][k], j = 0 .. 31,
+ * as 4 groups of 8 consecutive j. A panel is K x 64 contiguous bytes. */
+#define PANEL_OUTPUTS 32
+
+/* Where weight (n, k) of a panel-packed [N, K] weight is stored (in halves from its start). */
+INLINE long panel_index(long n, long k, long K) {
+    long j = n & (PANEL_OUTPUTS - 1);
+    return ((n / PANEL_OUTPUTS) * K + k) * PANEL_OUTPUTS + (j & ~7L) + packed_index(j & 7);
+}
+
 /* e^x for x in f32 lanes: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to r^7
  * (relative error below 1e-7), 2^n built in the exponent bits in two halves so that results
  * down to the subnormal range stay right. Below -104 (and -inf) it is 0, above 88.72 inf. */

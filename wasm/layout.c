@@ -14,6 +14,11 @@
  * widen_f16(src, dst, n): dst [n] f32 = the n elements of the packed float16 tensor src,
  *   exactly (reading a float16 weight back).
  * widen_bf16(src, dst, n): dst [n] f32 = src [n] bfloat16, exactly.
+ * pack_panels_f16(src, dst, K, N): src [K, N] binary16 (a Conv1D weight as stored, every
+ *   element packable) becomes dst, the [N, K] weight in panels (common.h), ceil(N / 32) 64 K
+ *   bytes; the padding outputs are zeros. src, dst disjoint.
+ * widen_panels_f16(src, dst, K, N): dst [K, N] f32 = the panel-packed [N, K] weight src,
+ *   exactly, in the host's Conv1D order (reading a float16 linear weight back).
  */
 #include "common.h"
 
@@ -98,4 +103,24 @@ void widen_f16(const u16 *src, float *dst, int n) {
 EXPORT(widen_bf16)
 void widen_bf16(const u16 *src, u32 *dst, int n) {
     for (int i = 0; i < n; i++) dst[i] = (u32)src[i] << 16;
+}
+
+EXPORT(pack_panels_f16)
+void pack_panels_f16(const u16 *src, u16 *dst, int K, int N) {
+    long panels = (N + PANEL_OUTPUTS - 1) / PANEL_OUTPUTS;
+    for (long p = 0; p < panels; p++)
+        for (long k = 0; k < K; k++) {
+            u16 *out = dst + (p * K + k) * PANEL_OUTPUTS;
+            for (int j = 0; j < PANEL_OUTPUTS; j++) {
+                long n = p * PANEL_OUTPUTS + j;
+                out[(j & ~7) + packed_index(j & 7)] =
+                    n < N ? narrow_one(f16_to_f32_exact(src[k * N + n]) * 1024.0f) : 0;
+            }
+        }
+}
+
+EXPORT(widen_panels_f16)
+void widen_panels_f16(const u16 *src, float *dst, int K, int N) {
+    for (long k = 0; k < K; k++)
+        for (long n = 0; n < N; n++) dst[k * N + n] = packed_value(src[panel_index(n, k, K)]);
 }

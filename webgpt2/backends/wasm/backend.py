@@ -41,7 +41,7 @@ from webgpt2.backends.wasm.weights import upload
 
 _NAN = b"\x00\x00\xc0\x7f"
 # linear()'s flags (matmul.c).
-_BIAS, _GELU, _RESIDUAL, _W16 = 1, 2, 4, 8
+_BIAS, _GELU, _RESIDUAL, _W16, _PANELS = 1, 2, 4, 8, 16
 
 
 class WasmBackend(Backend):
@@ -172,10 +172,13 @@ class WasmBackend(Backend):
         scratch = self._temporary(2 * nbytes)
         try:
             source = x.offset
-            if x.dtype == "float16":
+            if x.dtype == "float16" and x.layout == "linear":  # panels: to [K, N] directly
+                self._call("widen_panels_f16", source, scratch, *x.shape)
+                source = scratch
+            elif x.dtype == "float16":
                 self._call("widen_f16", source, scratch, x.size)
                 source = scratch
-            if x.layout == "linear":  # stored [N, K]: back to the host's [K, N]
+            if x.layout == "linear" and x.dtype != "float16":  # [N, K]: to the host's [K, N]
                 k, n = x.shape
                 self._call("transpose_32", source, scratch + nbytes, n, k)
                 source = scratch + nbytes
@@ -234,10 +237,11 @@ class WasmBackend(Backend):
 
     def _matmul(self, x: WasmTensor, weight: int, n: int, w16: bool, out: WasmTensor,
                 bias: WasmTensor | None = None, gelu: bool = False,
-                residual: WasmTensor | None = None) -> None:
+                residual: WasmTensor | None = None, panels: bool = False) -> None:
         k = x.shape[-1]
         flags = (_BIAS if bias is not None else 0) | (_GELU if gelu else 0) \
-            | (_RESIDUAL if residual is not None else 0) | (_W16 if w16 else 0)
+            | (_RESIDUAL if residual is not None else 0) | (_W16 if w16 else 0) \
+            | (_PANELS if panels else 0)
         self._call("linear", x.offset, weight,
                          0 if bias is None else self._float32(bias),
                          0 if residual is None else residual.offset, out.offset,
@@ -249,7 +253,7 @@ class WasmBackend(Backend):
         out = self._new(x.shape[:-1] + (n,))
         if weight.layout == "linear":
             self._matmul(x, weight.offset, n, weight.dtype == "float16", out, bias,
-                         activation == "gelu", residual)
+                         activation == "gelu", residual, panels=weight.dtype == "float16")
             return out
         # A weight uploaded "plain" [K, N]: transposed for this call.
         w = self._float32(weight)

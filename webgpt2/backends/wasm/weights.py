@@ -1,6 +1,7 @@
 """Weights into the wasm backend's linear memory: converted (float32, float16, bfloat16) in
 bounded staging blocks, Conv1D weights transposed to [N, K] by a kernel, and float16 weights
-packed for the kernels (scaled by 2^10, groups of 8 permuted: wasm/common.h says why)."""
+packed for the kernels (scaled by 2^10, groups of 8 permuted; a linear layer's in panels of
+32 outputs: wasm/common.h says why)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTens
     nbytes = host.size * ITEMSIZE[storage]
     if storage == "float16":  # packed in whole groups of 8 halves
         nbytes = -(-host.size // 8) * 16
-    tensor = b._new(host.shape, storage, layout, nbytes)
     data = memoryview(host.data).cast("B")
+    if storage == "float16" and layout == "linear":
+        return _upload_panels(b, data, host, layout, dtype)
+    tensor = b._new(host.shape, storage, layout, nbytes)
     if layout != "linear":
         _convert_rows(b, data, host.dtype, storage, tensor.offset, host.size)
     else:
@@ -36,6 +39,24 @@ def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTens
             return upload(b, host, layout, "float32")
         b._call("pack_f16", tensor.offset, host.size)
     return tensor
+
+
+def _upload_panels(b: Any, data: memoryview, host: HostTensor, layout: str,
+                   dtype: str | None) -> WasmTensor:
+    """A Conv1D weight [K, N] as float16 in panels of 32 outputs (wasm/common.h): narrowed
+    into a staging block, then packed into place; float32 if a half cannot be packed."""
+    k, n = host.shape
+    staging = b._temporary(host.size * 2)
+    try:
+        _convert_rows(b, data, host.dtype, "float16", staging, host.size)
+        if b._call("count_unpackable_f16", staging, host.size):
+            # An infinity, a NaN or |w| >= 64: the packed form cannot hold it exactly.
+            return upload(b, host, layout, "float32")
+        tensor = b._new(host.shape, "float16", layout, -(-n // 32) * 32 * k * 2)
+        b._call("pack_panels_f16", staging, tensor.offset, k, n)
+        return tensor
+    finally:
+        b._done(staging, host.size * 2)
 
 
 def _upload_transposed(b: Any, data: memoryview, host: HostTensor, storage: str,
