@@ -56,7 +56,9 @@ INLINE void packed_16(const float *xs, const u16 *w, v128_t *a0, v128_t *a1, v12
  * offset into the load (an `or` of disjoint bits) rather than adding it to the address: V8
  * emits one x86 instruction per load instead of two, 25 a pass rather than 30, and the
  * float16 products ran about 3% faster in Chromium and Node. Unrolling to 32 weights a pass
- * was slower: V8 spilled vectors to the stack. */
+ * was slower: V8 spilled vectors to the stack. (A linear layer's float16 weight is now in
+ * panels, matmul.c's panel_sums, fewer instructions still; rows remain for the token table,
+ * whose rows the greedy head reads one by one.) */
 INLINE float dot_row_packed(const float *xs, const u16 *w, int K) {
     v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0, w0, w1;
     int k = 0;
