@@ -1,7 +1,7 @@
 /* Storage conversions for weights as they are uploaded and read back.
  *
- * transpose_32(src, dst, rows, cols), transpose_16(...): dst [cols, rows] = src [rows, cols]^T
- *   for 4-byte and 2-byte elements (a Conv1D weight [K, N] becomes [N, K]); src, dst disjoint.
+ * transpose_32(src, dst, rows, cols): dst [cols, rows] = src [rows, cols]^T for 4-byte
+ *   elements (a float32 Conv1D weight [K, N] becomes [N, K]); src, dst disjoint.
  * narrow_f16(src, dst, n): dst [n] binary16 = src [n] f32, rounded to nearest even
  *   (overflow to inf, NaN stays NaN).
  * widen_binary16(src, dst, n): dst [n] f32 = src [n] binary16, exactly (infinities, NaNs
@@ -38,7 +38,6 @@
     }
 
 TRANSPOSE(transpose_32, u32)
-TRANSPOSE(transpose_16, u16)
 
 /* f32 -> binary16, rounded to nearest even. */
 static u16 narrow_one(float f) {
@@ -83,14 +82,17 @@ int count_unpackable_f16(const u16 *src, int n) {
     return count;
 }
 
-/* Each half times 2^10 (exact: a packable half scaled stays finite, and a subnormal one
- * becomes normal), then each group of 8 permuted as common.h describes. */
+/* The stored form of a packable half: times 2^10 (exact: a packable half scaled stays
+ * finite, and a subnormal one becomes normal). */
+static u16 packed_half(u16 h) { return narrow_one(f16_to_f32_exact(h) * 1024.0f); }
+
+/* Each half as packed_half, then each group of 8 permuted as common.h describes. */
 EXPORT(pack_f16)
 void pack_f16(u16 *w, int n) {
     for (int g = 0; g < n; g += 8) {
         u16 group[8];
         for (int j = 0; j < 8; j++)
-            group[j] = g + j < n ? narrow_one(f16_to_f32_exact(w[g + j]) * 1024.0f) : 0;
+            group[j] = g + j < n ? packed_half(w[g + j]) : 0;
         for (int j = 0; j < 8; j++) w[g + packed_index(j)] = group[j];
     }
 }
@@ -113,8 +115,7 @@ void pack_panels_f16(const u16 *src, u16 *dst, int K, int N) {
             u16 *out = dst + (p * K + k) * PANEL_OUTPUTS;
             for (int j = 0; j < PANEL_OUTPUTS; j++) {
                 long n = p * PANEL_OUTPUTS + j;
-                out[(j & ~7) + packed_index(j & 7)] =
-                    n < N ? narrow_one(f16_to_f32_exact(src[k * N + n]) * 1024.0f) : 0;
+                out[(j & ~7) + packed_index(j & 7)] = n < N ? packed_half(src[k * N + n]) : 0;
             }
         }
 }

@@ -23,7 +23,6 @@ void reorder_cache(float *, float *, const int *, int, int, int, int, int, int, 
 void embedding(const int *, const void *, const float *, float *, int, int, int, int, int);
 void layer_norm(const float *, const float *, const float *, float *, int, int, float);
 void transpose_32(const u32 *, u32 *, int, int);
-void transpose_16(const u16 *, u16 *, int, int);
 void narrow_f16(const float *, u16 *, int);
 void widen_f16(const u16 *, float *, int);
 void widen_bf16(const u16 *, u32 *, int);
@@ -76,13 +75,12 @@ void run(u32 *commands, int count) {
         case 15: reorder_cache(P(0), P(1), P(2), I(3), I(4), I(5), I(6), I(7), I(8), I(9));
             c += 11; break;
         case 16: transpose_32(P(0), P(1), I(2), I(3)); c += 5; break;
-        case 17: transpose_16(P(0), P(1), I(2), I(3)); c += 5; break;
-        case 18: narrow_f16(P(0), P(1), I(2)); c += 4; break;
-        case 19: widen_f16(P(0), P(1), I(2)); c += 4; break;
-        case 20: widen_bf16(P(0), P(1), I(2)); c += 4; break;
-        case 21: greedy_head(P(0), P(1), P(2), P(3), I(4), I(5), I(6), I(7), P(8)); c += 10;
+        case 17: narrow_f16(P(0), P(1), I(2)); c += 4; break;
+        case 18: widen_f16(P(0), P(1), I(2)); c += 4; break;
+        case 19: widen_bf16(P(0), P(1), I(2)); c += 4; break;
+        case 20: greedy_head(P(0), P(1), P(2), P(3), I(4), I(5), I(6), I(7), P(8)); c += 10;
             break;
-        case 22: top_k_logits(P(0), P(1), P(2), P(3), P(4), I(5), I(6), I(7), I(8), I(9), P(10));
+        case 21: top_k_logits(P(0), P(1), P(2), P(3), P(4), I(5), I(6), I(7), I(8), I(9), P(10));
             c += 12; break;
         default: __builtin_trap();
         }

@@ -41,12 +41,11 @@ OPCODES: dict[str, tuple[int, str]] = {
     "max_cosine_similarity": (14, "iiiiiii"),
     "reorder_cache": (15, "iiiiiiiiii"),
     "transpose_32": (16, "iiii"),
-    "transpose_16": (17, "iiii"),
-    "narrow_f16": (18, "iii"),
-    "widen_f16": (19, "iii"),
-    "widen_bf16": (20, "iii"),
-    "greedy_head": (21, "iiiiiiiii"),
-    "top_k_logits": (22, "iiiiiiiiiii"),
+    "narrow_f16": (17, "iii"),
+    "widen_f16": (18, "iii"),
+    "widen_bf16": (19, "iii"),
+    "greedy_head": (20, "iiiiiiiii"),
+    "top_k_logits": (21, "iiiiiiiiiii"),
 }
 # Float positions of each export, precomputed for `call`.
 _FLOATS = {name: tuple(i for i, kind in enumerate(kinds) if kind == "f")

@@ -21,17 +21,17 @@ def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTens
         b._write(tensor.offset, memoryview(host.data).cast("B"))
         return tensor
     storage = "float32" if layout == "plain" else (dtype or b.dtype)
+    data = memoryview(host.data).cast("B")
+    if storage == "float16" and layout == "linear":
+        return _upload_panels(b, data, host)
     nbytes = host.size * ITEMSIZE[storage]
     if storage == "float16":  # packed in whole groups of 8 halves
         nbytes = -(-host.size // 8) * 16
-    data = memoryview(host.data).cast("B")
-    if storage == "float16" and layout == "linear":
-        return _upload_panels(b, data, host, layout, dtype)
     tensor = b._new(host.shape, storage, layout, nbytes)
     if layout != "linear":
         _convert_rows(b, data, host.dtype, storage, tensor.offset, host.size)
     else:
-        _upload_transposed(b, data, host, storage, tensor.offset)
+        _upload_transposed(b, data, host, tensor.offset)
     if storage == "float16":
         if b._call("count_unpackable_f16", tensor.offset, host.size):
             # An infinity, a NaN or |w| >= 64: the packed form cannot hold it exactly.
@@ -41,8 +41,7 @@ def upload(b: Any, host: HostTensor, layout: str, dtype: str | None) -> WasmTens
     return tensor
 
 
-def _upload_panels(b: Any, data: memoryview, host: HostTensor, layout: str,
-                   dtype: str | None) -> WasmTensor:
+def _upload_panels(b: Any, data: memoryview, host: HostTensor) -> WasmTensor:
     """A Conv1D weight [K, N] as float16 in panels of 32 outputs (wasm/common.h): narrowed
     into a staging block, then packed into place; float32 if a half cannot be packed."""
     k, n = host.shape
@@ -51,25 +50,24 @@ def _upload_panels(b: Any, data: memoryview, host: HostTensor, layout: str,
         _convert_rows(b, data, host.dtype, "float16", staging, host.size)
         if b._call("count_unpackable_f16", staging, host.size):
             # An infinity, a NaN or |w| >= 64: the packed form cannot hold it exactly.
-            return upload(b, host, layout, "float32")
-        tensor = b._new(host.shape, "float16", layout, -(-n // 32) * 32 * k * 2)
+            return upload(b, host, "linear", "float32")
+        tensor = b._new(host.shape, "float16", "linear", -(-n // 32) * 32 * k * 2)
         b._call("pack_panels_f16", staging, tensor.offset, k, n)
         return tensor
     finally:
         b._done(staging, host.size * 2)
 
 
-def _upload_transposed(b: Any, data: memoryview, host: HostTensor, storage: str,
-                       destination: int) -> None:
-    """[K, N] -> [N, K]: converted into a staging block, then transposed into place."""
+def _upload_transposed(b: Any, data: memoryview, host: HostTensor, destination: int) -> None:
+    """A float32 [K, N] -> [N, K]: converted into a staging block, then transposed into
+    place (float16 goes into panels instead, _upload_panels)."""
     k, n = host.shape
-    staging = b._temporary(host.size * ITEMSIZE[storage])
+    staging = b._temporary(host.size * 4)
     try:
-        _convert_rows(b, data, host.dtype, storage, staging, host.size)
-        transpose = "transpose_16" if storage == "float16" else "transpose_32"
-        b._call(transpose, staging, destination, k, n)
+        _convert_rows(b, data, host.dtype, "float32", staging, host.size)
+        b._call("transpose_32", staging, destination, k, n)
     finally:
-        b._done(staging, host.size * ITEMSIZE[storage])
+        b._done(staging, host.size * 4)
 
 
 def _convert_rows(b: Any, data: memoryview, source: str, storage: str, destination: int,
