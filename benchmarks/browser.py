@@ -51,11 +51,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser_util import (  # noqa: E402  (plain modules in tests/, shared with the tests)
     BOOT_TIMEOUT_MS,
     chromium,
-    missing_requirements,
     page_server,
     record_generation,
 )
-from common import checkpoint  # noqa: E402
+from common import browser_missing, checkpoint  # noqa: E402
 
 # The transformers.js peer's prompt (14 GPT-2 tokens).
 PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
@@ -185,9 +184,7 @@ def main() -> int:
     parser.add_argument("--native-webgpu", action="store_true",
                         help="also run the small checkpoints on native webgpu (wgpu-py)")
     args = parser.parse_args()
-    reason = missing_requirements()
-    if reason:
-        print(f"cannot run the browser benchmark: {reason}")
+    if browser_missing("browser benchmark"):
         return 1
     folders = {name: checkpoint(name) for name in args.models}
     prompt_128 = long_prompt(next(iter(folders.values())))

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import chromium, missing_requirements  # noqa: E402
+from browser_util import chromium  # noqa: E402
+from common import browser_missing  # noqa: E402
 
 SCRIPT = """async ([moduleA, moduleB, reps]) => {
   const shapes = [[768, 2304], [768, 768], [768, 3072], [3072, 768]];  // c_attn .. mlp c_proj
@@ -85,9 +86,7 @@ def main() -> int:
     parser.add_argument("b", type=Path, help="module B (.wasm)")
     parser.add_argument("--reps", type=int, default=30)
     args = parser.parse_args()
-    reason = missing_requirements()
-    if reason:
-        print(f"cannot run the browser benchmark: {reason}")
+    if browser_missing("browser benchmark"):
         return 1
     encoded = [base64.b64encode(p.read_bytes()).decode() for p in (args.a, args.b)]
     with chromium() as context:

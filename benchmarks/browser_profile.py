@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_util import BOOT_TIMEOUT_MS, chromium, missing_requirements, page_server  # noqa: E402
-from common import checkpoint  # noqa: E402
+from browser_util import BOOT_TIMEOUT_MS, chromium, page_server  # noqa: E402
+from common import browser_missing, checkpoint  # noqa: E402
 
 # The peer's prompt, "The quick brown fox jumps over the lazy dog. Once upon a time".
 PROMPT = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 4874, 2402, 257, 640]
@@ -84,9 +84,7 @@ def main() -> int:
                         choices=["float32", "float16"])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    reason = missing_requirements()
-    if reason:
-        print(f"cannot run the browser profile: {reason}")
+    if browser_missing("browser profile"):
         return 1
     folders = {name: checkpoint(name) for name in args.models}
     mounts = {f"ckpt/{name}": folder for name, folder in folders.items()}

@@ -36,6 +36,17 @@ def checkpoint(name: str = "gpt2-124m", config: dict | None = None, seed: int = 
     return directory
 
 
+def browser_missing(what: str) -> bool:
+    """True, having printed why, when `what` (a browser benchmark) cannot run here: no
+    Chromium, Pyodide or Playwright (browser_util.missing_requirements)."""
+    from browser_util import missing_requirements
+
+    reason = missing_requirements()
+    if reason:
+        print(f"cannot run the {what}: {reason}")
+    return reason is not None
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -15,6 +15,7 @@ from host_util import host
 wasmtime = pytest.importorskip("wasmtime")
 
 from webgpt2.backends.wasm import WasmBackend  # noqa: E402
+from webgpt2.backends.wasm.native import _validates as validates  # noqa: E402
 from webgpt2.backends.wasm.tensor import (  # noqa: E402
     RELAXED_ENV,
     RELAXED_SIMD_PROBE,
@@ -31,14 +32,6 @@ def engine(relaxed: bool) -> wasmtime.Engine:
     config.wasm_relaxed_simd = relaxed
     config.wasm_threads = True
     return wasmtime.Engine(config)
-
-
-def validates(engine: wasmtime.Engine, data: bytes) -> bool:
-    try:
-        wasmtime.Module.validate(engine, data)
-    except wasmtime.WasmtimeError:
-        return False
-    return True
 
 
 def native(relaxed: bool | None = None) -> WasmBackend:
